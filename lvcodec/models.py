@@ -1,0 +1,201 @@
+"""Learned intra and inter models of lvc.
+
+Both follow one contract (CompressAI's): ``forward`` for training returns ``{"x_hat", "likelihoods"}``;
+``compress`` returns ``{"strings", "shape"}``; ``decompress(strings, shape, ...)`` returns ``{"x_hat"}``;
+``update()`` builds the CDF tables. Frames enter as the 6-channel half-resolution layout of 4:2:0 video
+(4 luma sub-pixels from a 2x2 pixel-unshuffle, then U and V), values in [0, 1].
+
+Both are mean-scale hyperprior models (Minnen, Balle, Toderici, "Joint autoregressive and hierarchical
+priors for learned image compression", NeurIPS 2018, without the autoregressive part) made variable-rate
+with per-quality gain vectors on the latents (Cui et al., "Asymmetric gained deep image compression
+with continuous rate adaptation", CVPR 2021)::
+
+    x ──g_a──> y ──×gain[q]──> y' ──Q──> ŷ' ──×inv_gain[q]──> ŷ ──g_s──> x̂
+                    │                          ▲ means, scales (for y')
+                    └──h_a──> z ──×zgain[q]──Q──> ẑ' ──×inv_zgain[q]──h_s──┘
+
+The entropy parameters of ŷ depend on ẑ alone (decoded symbols), never on decoded pixels.
+
+:class:`InterModel` codes a P-frame given its motion-compensated prediction ``pred`` (built from the
+*decoded* previous frame): the analysis sees the frame and the prediction, the synthesis adds a
+correction to the prediction, fusing its features with the prediction at the end. Its motion field is
+coded with its own learned factorized prior (an ``EntropyBottleneck`` over the vector residuals).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
+from compressai.models import CompressionModel
+from compressai.models.utils import conv, deconv
+
+#: Rate-distortion trade-off per quality level (1..8): loss = lambda * 255^2 * MSE_YUV + bpp.
+LAMBDAS = tuple(round(0.0008 * 1.9**i, 6) for i in range(8))
+NUM_QUALITIES = len(LAMBDAS)
+SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
+
+
+def scale_table() -> torch.Tensor:
+    return torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS))
+
+
+def _gain_init(n: int, channels: int, ratio: float = 1.38) -> torch.Tensor:
+    g = torch.tensor([ratio ** (i - (n - 1) / 2) for i in range(n)])
+    return g[:, None].repeat(1, channels)
+
+
+class _GainedHyperprior(CompressionModel):
+    """Shared hyperprior, gains and coding logic; subclasses give the analysis and synthesis."""
+
+    downsampling = 64  # luma pixels per hyper-latent sample: the frame is padded to this multiple
+
+    def __init__(self, N: int = 96, M: int = 128, Nz: int = 96, qualities: int = NUM_QUALITIES):
+        super().__init__()
+        self.N, self.M, self.Nz = N, M, Nz
+        self.entropy_bottleneck = EntropyBottleneck(Nz)
+        self.gaussian_conditional = GaussianConditional(None)
+        self.h_a = nn.Sequential(
+            conv(M, Nz, 3, 1), nn.LeakyReLU(inplace=True),
+            conv(Nz, Nz, 5, 2), nn.LeakyReLU(inplace=True),
+            conv(Nz, Nz, 5, 2),
+        )
+        self.h_s = nn.Sequential(
+            deconv(Nz, M, 5, 2), nn.LeakyReLU(inplace=True),
+            deconv(M, M * 3 // 2, 5, 2), nn.LeakyReLU(inplace=True),
+            conv(M * 3 // 2, M * 2, 3, 1),
+        )
+        self.gain = nn.Parameter(_gain_init(qualities, M))
+        self.inv_gain = nn.Parameter(1.0 / _gain_init(qualities, M))
+        self.zgain = nn.Parameter(_gain_init(qualities, Nz, 1.15))
+        self.inv_zgain = nn.Parameter(1.0 / _gain_init(qualities, Nz, 1.15))
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @staticmethod
+    def _g(table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        return table[q][:, :, None, None]
+
+    def _params(self, z_hat: torch.Tensor, q: torch.Tensor):
+        means, scales = self.h_s(z_hat).chunk(2, 1)
+        g = self._g(self.gain, q)
+        return means * g, scales.abs() * g  # parameters of the gained latent y' = y * gain
+
+    def _code(self, y: torch.Tensor, q: torch.Tensor):
+        """Training-time quantization: noise for the rates, straight-through rounding for ŷ."""
+        y_g = y * self._g(self.gain, q)
+        z = self.h_a(y_g)
+        z_g = z * self._g(self.zgain, q)
+        z_g_hat, z_lik = self.entropy_bottleneck(z_g)
+        # straight-through rounding of z around the medians for the hyper-synthesis
+        z_med = self.entropy_bottleneck._get_medians().view(1, -1, 1, 1)
+        z_g_ste = z_g + (torch.round(z_g - z_med) + z_med - z_g).detach()
+        z_hat = z_g_ste * self._g(self.inv_zgain, q)
+        means, scales = self._params(z_hat, q)
+        _, y_lik = self.gaussian_conditional(y_g, scales, means=means)
+        y_g_hat = y_g + (torch.round(y_g - means) + means - y_g).detach()
+        y_hat = y_g_hat * self._g(self.inv_gain, q)
+        return y_hat, {"y": y_lik, "z": z_lik}
+
+    def _compress_latent(self, y: torch.Tensor, q: int):
+        qt = torch.full((y.shape[0],), q, dtype=torch.long, device=y.device)
+        y_g = y * self._g(self.gain, qt)
+        z_g = self.h_a(y_g) * self._g(self.zgain, qt)
+        z_strings = self.entropy_bottleneck.compress(z_g)
+        z_g_hat = self.entropy_bottleneck.decompress(z_strings, z_g.shape[-2:])
+        y_strings, y_hat = self._code_y(y_g, z_g_hat, qt)
+        return [y_strings, z_strings], z_g.shape[-2:], y_hat
+
+    def _code_y(self, y_g, z_g_hat, qt):
+        means, scales = self._params(z_g_hat * self._g(self.inv_zgain, qt), qt)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_strings = self.gaussian_conditional.compress(y_g, indexes, means=means)
+        y_g_hat = self.gaussian_conditional.quantize(y_g, "dequantize", means)
+        return y_strings, y_g_hat * self._g(self.inv_gain, qt)
+
+    def _decompress_latent(self, strings, shape, q: int):
+        z_g_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+        qt = torch.full((z_g_hat.shape[0],), q, dtype=torch.long, device=z_g_hat.device)
+        means, scales = self._params(z_g_hat * self._g(self.inv_zgain, qt), qt)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_g_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means)
+        return y_g_hat * self._g(self.inv_gain, qt)
+
+    def update(self, scale_table_=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        return super().update(scale_table=scale_table() if scale_table_ is None else scale_table_,
+                              force=force, update_quantiles=update_quantiles)
+
+
+def _analysis(cin: int, N: int, M: int) -> nn.Sequential:
+    return nn.Sequential(
+        conv(cin, N, 5, 2), GDN(N),
+        conv(N, N, 5, 2), GDN(N),
+        conv(N, N, 5, 2), GDN(N),
+        conv(N, M, 3, 1),
+    )
+
+
+def _synthesis(M: int, N: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        conv(M, N, 3, 1), GDN(N, inverse=True),
+        deconv(N, N, 5, 2), GDN(N, inverse=True),
+        deconv(N, N, 5, 2), GDN(N, inverse=True),
+        deconv(N, cout, 5, 2),
+    )
+
+
+class IntraModel(_GainedHyperprior):
+    """I-frame model: a variable-rate mean-scale hyperprior on the 6-channel 4:2:0 layout."""
+
+    def __init__(self, N: int = 96, M: int = 128, Nz: int = 96, qualities: int = NUM_QUALITIES):
+        super().__init__(N, M, Nz, qualities)
+        self.g_a = _analysis(6, N, M)
+        self.g_s = _synthesis(M, N, 6)
+
+    def forward(self, x: torch.Tensor, q: torch.Tensor):
+        y_hat, lik = self._code(self.g_a(x), q)
+        return {"x_hat": self.g_s(y_hat), "likelihoods": lik}
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, q: int):
+        strings, shape, y_hat = self._compress_latent(self.g_a(x), q)
+        return {"strings": strings, "shape": shape, "x_hat": self.g_s(y_hat)}
+
+    @torch.no_grad()
+    def decompress(self, strings, shape, q: int):
+        return {"x_hat": self.g_s(self._decompress_latent(strings, shape, q))}
+
+
+class InterModel(_GainedHyperprior):
+    """P-frame model: conditional residual coding given the motion-compensated prediction."""
+
+    def __init__(self, N: int = 96, M: int = 128, Nz: int = 96, qualities: int = NUM_QUALITIES, F: int = 48):
+        super().__init__(N, M, Nz, qualities)
+        self.g_a = _analysis(12, N, M)
+        self.g_s = _synthesis(M, N, F)
+        self.fuse = nn.Sequential(
+            conv(F + 6, F, 3, 1), nn.LeakyReLU(inplace=True),
+            conv(F, F, 3, 1), nn.LeakyReLU(inplace=True),
+            conv(F, 6, 3, 1),
+        )
+        self.mv_entropy = EntropyBottleneck(2, init_scale=16)
+
+    def _synth(self, y_hat, pred):
+        return pred + self.fuse(torch.cat((self.g_s(y_hat), pred), 1))
+
+    def forward(self, x: torch.Tensor, pred: torch.Tensor, q: torch.Tensor, mvd: torch.Tensor | None = None):
+        y_hat, lik = self._code(self.g_a(torch.cat((x - pred, pred), 1)), q)
+        if mvd is not None:
+            _, lik["mv"] = self.mv_entropy(mvd.float())
+        return {"x_hat": self._synth(y_hat, pred), "likelihoods": lik}
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, pred: torch.Tensor, q: int):
+        strings, shape, y_hat = self._compress_latent(self.g_a(torch.cat((x - pred, pred), 1)), q)
+        return {"strings": strings, "shape": shape, "x_hat": self._synth(y_hat, pred)}
+
+    @torch.no_grad()
+    def decompress(self, strings, shape, pred: torch.Tensor, q: int):
+        return {"x_hat": self._synth(self._decompress_latent(strings, shape, q), pred)}

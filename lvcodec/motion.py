@@ -1,0 +1,175 @@
+"""Block motion estimation at the encoder and motion compensation shared by encoder and decoder.
+
+Motion is *found by search*, not by a trained flow network: a coarse-to-fine block search on the luma
+plane (full search at the coarsest level of an area pyramid, +-1 refinement per finer level, then a
+quarter-pel refinement), regularised towards the median of the neighbouring vectors so the field stays
+cheap to code. Vectors are integers in quarter-pel luma units, one per ``block`` x ``block`` luma block.
+
+Compensation upsamples the block field bilinearly to a dense field (an overlapped-block style
+prediction without block edges) and samples the *decoded* reference with it; chroma uses half the
+vector. Everything works on the 6-channel half-resolution layout used by the models (4 luma
+sub-pixels then U and V, see :func:`lvcodec.frames.to_tensor`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BLOCK = 16
+
+
+def luma(x6: torch.Tensor) -> torch.Tensor:
+    """(B, 6, H/2, W/2) -> (B, 1, H, W) luma plane."""
+    return F.pixel_shuffle(x6[:, :4], 2)
+
+
+def _shift(ref_pad: torch.Tensor, pad: int, dx: int, dy: int, h: int, w: int) -> torch.Tensor:
+    return ref_pad[:, :, pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+
+
+def _block_sad(diff: torch.Tensor, b: int) -> torch.Tensor:
+    # SAD over a window twice the block size, centred on the block: steadier than the block alone.
+    k = 2 * b
+    return F.avg_pool2d(diff.abs(), k, b, padding=b // 2, count_include_pad=False)
+
+
+def _median3x3(mv: torch.Tensor) -> torch.Tensor:
+    p = F.pad(mv.float(), (1, 1, 1, 1), mode="replicate")
+    n = F.unfold(p, 3).view(mv.shape[0], 2, 9, mv.shape[2], mv.shape[3])
+    return n.median(dim=2).values
+
+
+def _gather_shift(ref: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
+    """Sample ``ref`` (B,1,H,W) at integer per-pixel offsets (fx, fy) (B,H,W), clamped at borders."""
+    b, _, h, w = ref.shape
+    ys = torch.arange(h, device=ref.device).view(1, h, 1)
+    xs = torch.arange(w, device=ref.device).view(1, 1, w)
+    yy = (ys + fy).clamp(0, h - 1)
+    xx = (xs + fx).clamp(0, w - 1)
+    idx = (yy * w + xx).view(b, -1)
+    return ref.view(b, -1).gather(1, idx).view(b, 1, h, w)
+
+
+def _sample(plane: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample of ``plane`` (B,C,H,W) displaced by float fields fx, fy (B,H,W) in pixels."""
+    b, _, h, w = plane.shape
+    ys = torch.arange(h, device=plane.device, dtype=plane.dtype).view(1, h, 1)
+    xs = torch.arange(w, device=plane.device, dtype=plane.dtype).view(1, 1, w)
+    gx = (xs + fx) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = (ys + fy) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack((gx, gy), dim=-1)
+    return F.grid_sample(plane, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+@torch.no_grad()
+def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0.08, block: int = BLOCK,
+           radius: int = 8) -> torch.Tensor:
+    """Estimate one vector per ``block`` luma block; returns int32 (B, 2, H/block, W/block), (dx, dy)
+    in quarter-pel units. ``lam`` weighs vector smoothness: mean absolute luma error (0..255)
+    per quarter pel of distance from the median of the neighbouring vectors (a float, or a
+    (B, 1, 1, 1) tensor for one weight per batch item)."""
+    cur = luma(cur6.float()) * 255.0
+    ref = luma(ref6.float()) * 255.0
+    h, w = cur.shape[-2:]
+    levels = 2 if max(h, w) <= 768 else 3
+    pyr_c, pyr_r = [cur], [ref]
+    for _ in range(levels):
+        pyr_c.append(F.avg_pool2d(pyr_c[-1], 2))
+        pyr_r.append(F.avg_pool2d(pyr_r[-1], 2))
+
+    # Full search at the coarsest level.
+    c, r = pyr_c[-1], pyr_r[-1]
+    bl = block >> levels
+    hh, ww = c.shape[-2:]
+    rp = F.pad(r, (radius,) * 4, mode="replicate")
+    best = None
+    mv = None
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            cost = _block_sad(c - _shift(rp, radius, dx, dy, hh, ww), bl)
+            cost = cost + lam * 2**levels * (abs(dx) + abs(dy))  # mild pull to zero
+            if best is None:
+                best = cost
+                mv = torch.zeros(cost.shape[0], 2, *cost.shape[-2:], dtype=torch.long, device=cost.device)
+            better = cost < best
+            best = torch.where(better, cost, best)
+            mv[:, 0:1][better] = dx
+            mv[:, 1:2][better] = dy
+
+    # Integer refinement level by level.
+    for lev in range(levels - 1, -1, -1):
+        mv = mv * 2
+        c, r = pyr_c[lev], pyr_r[lev]
+        bl = block >> lev
+        pred_mv = _median3x3(mv)
+        base = mv.clone()
+        best = None
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                cand = base + torch.tensor([dx, dy], device=mv.device).view(1, 2, 1, 1)
+                fx = cand[:, 0].repeat_interleave(bl, 1).repeat_interleave(bl, 2)
+                fy = cand[:, 1].repeat_interleave(bl, 1).repeat_interleave(bl, 2)
+                cost = _block_sad(c - _gather_shift(r, fx, fy), bl)
+                cost = cost + lam * 4 * 2**lev * (cand.float() - pred_mv).abs().sum(1, keepdim=True)
+                if best is None:
+                    best, mv = cost, cand
+                else:
+                    better = cost < best
+                    best = torch.where(better, cost, best)
+                    mv = torch.where(better, cand, mv)
+
+    # Quarter-pel refinement on the full-resolution plane.
+    mv = mv * 4
+    pred_mv = _median3x3(mv)
+    base = mv.clone()
+    best = None
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            cand = base + torch.tensor([dx, dy], device=mv.device).view(1, 2, 1, 1)
+            fx = cand[:, 0].float().repeat_interleave(block, 1).repeat_interleave(block, 2) / 4
+            fy = cand[:, 1].float().repeat_interleave(block, 1).repeat_interleave(block, 2) / 4
+            cost = _block_sad(cur - _sample(ref, fx, fy), block)
+            cost = cost + lam * (cand.float() - pred_mv).abs().sum(1, keepdim=True)
+            if best is None:
+                best, mv = cost, cand
+            else:
+                better = cost < best
+                best = torch.where(better, cost, best)
+                mv = torch.where(better, cand, mv)
+    return mv.to(torch.int32)
+
+
+def compensate(ref6: torch.Tensor, mv: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
+    """Predict the current frame from the decoded reference ``ref6`` with the block field ``mv``."""
+    f = mv.to(ref6.dtype) / 4.0
+    h2, w2 = ref6.shape[-2:]
+    dense = F.interpolate(f, size=(2 * h2, 2 * w2), mode="bilinear", align_corners=False)
+    y = _sample(luma(ref6), dense[:, 0], dense[:, 1])
+    dense_c = F.interpolate(f / 2, size=(h2, w2), mode="bilinear", align_corners=False)
+    uv = _sample(ref6[:, 4:], dense_c[:, 0], dense_c[:, 1])
+    return torch.cat((F.pixel_unshuffle(y, 2), uv), dim=1)
+
+
+def mv_prediction(mv: torch.Tensor) -> torch.Tensor:
+    """Median of the left, top and top-right vectors (zero outside the frame), all from ``mv``."""
+    p = F.pad(mv, (1, 1, 1, 0))
+    left = p[:, :, 1:, :-2]
+    top = p[:, :, :-1, 1:-1]
+    topright = p[:, :, :-1, 2:]
+    return torch.stack((left, top, topright), 0).median(0).values
+
+
+def mv_from_residual(mvd: np.ndarray) -> np.ndarray:
+    """Invert ``mv - mv_prediction(mv)`` in raster order (decoder side). mvd: int (2, Hb, Wb)."""
+    _, hb, wb = mvd.shape
+    mv = np.zeros((2, hb + 1, wb + 2), np.int64)  # one row/col of zero padding on top, left, right
+    for i in range(hb):
+        for j in range(wb):
+            a = mv[:, i + 1, j]
+            b = mv[:, i, j + 1]
+            c = mv[:, i, j + 2]
+            med = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+            mv[:, i + 1, j + 1] = med + mvd[:, i, j]
+    return mv[:, 1:, 1:-1]

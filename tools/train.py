@@ -1,0 +1,210 @@
+"""Train lvc's variable-rate intra and inter models together from a packed training set.
+
+    python tools/pack_data.py --out .data/train.npz          # once, from ../shared/data/train
+    python tools/train.py --data .data/train.npz --minutes 30 --out-dir .out/run1 \
+        [--init lvcodec/weights]                              # resume from shipped weights
+
+Each step codes a batch of photo crops and the first frame of short sequences with the intra model,
+then the next frames as P-frames from the *decoded* previous frame (motion found by block search, as
+the encoder does), so the inter model learns on its own references (error propagation included). The
+quality level is drawn per sample, so one model learns all rates. Loss per frame:
+``lambda[q] * 255^2 * MSE_YUV + bpp`` with MSE_YUV = (6 MSE_Y + MSE_U + MSE_V) / 8.
+
+Uses CUDA when available (TF32), the CPU otherwise (bf16 autocast is not used: GDN and the entropy
+models want fp32). Writes ``intra.safetensors``/``inter.safetensors`` (CDF tables built) and, on
+``--save-optimizer``, a ``ckpt.pt`` that ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from lvcodec import motion  # noqa: E402
+from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel  # noqa: E402
+from lvcodec.weights import load_state, save_state  # noqa: E402
+
+
+def to6(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """uint8 Y (B,H,W) and UV (B,2,H/2,W/2) -> float (B,6,H/2,W/2)."""
+    return torch.cat((F.pixel_unshuffle(y[:, None].float(), 2), uv.float()), 1) / 255.0
+
+
+def mse_yuv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    d = (a - b) ** 2
+    return (6 * d[:, :4].mean((1, 2, 3)) + d[:, 4].mean((1, 2)) + d[:, 5].mean((1, 2))) / 8
+
+
+def bpp(lik: dict, pixels: int) -> torch.Tensor:
+    return sum(torch.log(v).flatten(1).sum(1) for v in lik.values()) / (-math.log(2) * pixels)
+
+
+def round8(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x.clamp(0, 1) * 255) / 255
+
+
+def mv_lambda(q: int) -> float:
+    from lvcodec.codec import mv_lambda as f
+
+    return f(q)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=".data/train.npz")
+    ap.add_argument("--out-dir", default=".out/train")
+    ap.add_argument("--init", help="folder with intra/inter.safetensors to start from")
+    ap.add_argument("--resume", help="ckpt.pt to continue exactly")
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time only)")
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--final-lr", type=float, default=2e-5)
+    ap.add_argument("--batch-img", type=int, default=16)
+    ap.add_argument("--batch-seq", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--radius", type=int, default=4, help="coarsest-level motion search radius")
+    ap.add_argument("--aux-lr", type=float, default=5e-3)
+    ap.add_argument("--save-optimizer", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    d = np.load(args.data)
+    img_y = torch.from_numpy(d["img_y"]).to(dev)
+    img_uv = torch.from_numpy(d["img_uv"]).to(dev)
+    seq_y = torch.from_numpy(d["seq_y"]).to(dev)
+    seq_uv = torch.from_numpy(d["seq_uv"]).to(dev)
+    T = seq_y.shape[1]
+
+    intra, inter = IntraModel().to(dev), InterModel().to(dev)
+    if args.init:
+        intra.load_state_dict(load_state(os.path.join(args.init, "intra.safetensors"), None))
+        inter.load_state_dict(load_state(os.path.join(args.init, "inter.safetensors"), None))
+    params = [p for n, p in list(intra.named_parameters()) + list(inter.named_parameters())
+              if not n.endswith("quantiles")]
+    aux_params = [p for n, p in list(intra.named_parameters()) + list(inter.named_parameters())
+                  if n.endswith("quantiles")]
+    opt = torch.optim.Adam(params, lr=args.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=args.aux_lr)
+    step = 0
+    if args.resume:
+        ck = torch.load(args.resume, map_location=dev, weights_only=True)
+        intra.load_state_dict(ck["intra"])
+        inter.load_state_dict(ck["inter"])
+        opt.load_state_dict(ck["opt"])
+        aux_opt.load_state_dict(ck["aux_opt"])
+        step = ck["step"]
+        torch.set_rng_state(ck["rng"].cpu())
+        rng = np.random.default_rng(ck["np_seed"])
+    lambdas = torch.tensor(LAMBDAS, device=dev)
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    log = open(os.path.join(args.out_dir, "log.csv"), "a", newline="")
+    w = csv.writer(log)
+    t0 = time.time()
+    budget = args.minutes * 60
+    c = args.crop
+    stats = []
+    while True:
+        el = time.time() - t0
+        if el > budget or (args.steps and step >= args.steps):
+            break
+        frac = min(el / budget, 1.0) if not args.steps else step / args.steps
+        lr = args.lr if frac < 0.75 else args.final_lr
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+        # -- photo crops + first frames: intra ------------------------------------------------
+        i = torch.from_numpy(rng.integers(0, img_y.shape[0], args.batch_img)).to(dev)
+        oy = int(rng.integers(0, (img_y.shape[1] - c) // 2 + 1)) * 2
+        ox = int(rng.integers(0, (img_y.shape[2] - c) // 2 + 1)) * 2
+        xi = to6(img_y[i, oy:oy + c, ox:ox + c], img_uv[i, :, oy // 2:(oy + c) // 2, ox // 2:(ox + c) // 2])
+        s = torch.from_numpy(rng.integers(0, seq_y.shape[0], args.batch_seq)).to(dev)
+        seq = [to6(seq_y[s, t], seq_uv[s, t]) for t in range(T)]
+        if rng.random() < 0.5:
+            xi = xi.flip(-1)
+            seq = [x.flip(-1) for x in seq]
+        if rng.random() < 0.5:  # play sequences backwards
+            seq = seq[::-1]
+        x_intra = torch.cat((xi, seq[0]), 0)
+        q = torch.from_numpy(rng.integers(0, NUM_QUALITIES, x_intra.shape[0])).to(dev)
+        out = intra(x_intra, q)
+        dist = mse_yuv(out["x_hat"], x_intra)
+        rate = bpp(out["likelihoods"], 4 * x_intra.shape[-1] * x_intra.shape[-2])
+        loss_i = (lambdas[q] * 255**2 * dist + rate).mean()
+
+        # -- following frames: inter from the decoded previous frame -----------------------------
+        qs = q[args.batch_img:]
+        ref = round8(out["x_hat"][args.batch_img:]).detach()
+        lam_mv = torch.tensor([mv_lambda(int(k) + 1) for k in qs], device=dev).view(-1, 1, 1, 1)
+        loss_p, d_p, r_p = 0.0, 0.0, 0.0
+        for t in range(1, T):
+            cur = seq[t]
+            mv = motion.search(cur, ref, lam=lam_mv, radius=args.radius)
+            pred = motion.compensate(ref, mv)
+            mvd = mv - motion.mv_prediction(mv)
+            o = inter(cur, pred, qs, mvd)
+            dd = mse_yuv(o["x_hat"], cur)
+            rr = bpp(o["likelihoods"], 4 * cur.shape[-1] * cur.shape[-2])
+            loss_p = loss_p + (lambdas[qs] * 255**2 * dd + rr).mean() / (T - 1)
+            d_p, r_p = d_p + dd.detach(), r_p + rr.detach()
+            ref = round8(o["x_hat"]).detach()
+        loss = loss_i + loss_p
+
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        aux = intra.aux_loss() + inter.aux_loss()
+        aux_opt.zero_grad(set_to_none=True)
+        aux.backward()
+        aux_opt.step()
+        step += 1
+
+        with torch.no_grad():
+            psnr_i = (10 * torch.log10(1 / dist.clamp_min(1e-10))).mean().item()
+            psnr_p = (10 * torch.log10((T - 1) / d_p.clamp_min(1e-10))).mean().item()
+            stats.append((loss.item(), psnr_i, rate.mean().item(), psnr_p, (r_p / (T - 1)).mean().item()))
+        if step % 200 == 0:
+            m = np.mean(stats, 0)
+            stats = []
+            row = [step, round(time.time() - t0), lr, *np.round(m, 4), round(aux.item(), 2)]
+            w.writerow(row)
+            log.flush()
+            print(f"step {step} t={row[1]}s lr={lr:g} loss={m[0]:.3f} I: {m[1]:.2f}dB {m[2]:.3f}bpp "
+                  f"P: {m[3]:.2f}dB {m[4]:.3f}bpp aux={aux.item():.1f}", flush=True)
+
+    intra.update(force=True)
+    inter.update(force=True)
+    meta = {"steps": str(step), "lambdas": ",".join(map(str, LAMBDAS))}
+    for name, mod in (("intra", intra), ("inter", inter)):
+        h = save_state(mod, os.path.join(args.out_dir, f"{name}.safetensors"), meta)
+        print(f"{name}.safetensors sha256={h}")
+    if args.save_optimizer:
+        torch.save({"intra": intra.state_dict(), "inter": inter.state_dict(), "opt": opt.state_dict(),
+                    "aux_opt": aux_opt.state_dict(), "step": step, "rng": torch.get_rng_state(),
+                    "np_seed": int(rng.integers(2**63))}, os.path.join(args.out_dir, "ckpt.pt"))
+    print(f"done: {step} steps in {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
