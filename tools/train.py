@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import math
 import os
 import sys
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lvcodec import motion  # noqa: E402
+from lvcodec.codec import mv_lambda  # noqa: E402
 from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel  # noqa: E402
 from lvcodec.weights import load_state, save_state  # noqa: E402
 
@@ -50,12 +52,6 @@ def bpp(lik: dict, pixels: int) -> torch.Tensor:
 
 def round8(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.clamp(0, 1) * 255) / 255
-
-
-def mv_lambda(q: int) -> float:
-    from lvcodec.codec import mv_lambda as f
-
-    return f(q)
 
 
 def main() -> None:
@@ -97,8 +93,9 @@ def main() -> None:
 
     intra, inter = IntraModel().to(dev), InterModel().to(dev)
     if args.init:
-        intra.load_state_dict(load_state(os.path.join(args.init, "intra.safetensors"), None))
-        inter.load_state_dict(load_state(os.path.join(args.init, "inter.safetensors"), None))
+        for name, mod in (("intra", intra), ("inter", inter)):
+            (path,) = sorted(glob.glob(os.path.join(args.init, f"{name}*.safetensors")))[:1]
+            mod.load_state_dict(load_state(path, None))
     params = [p for n, p in list(intra.named_parameters()) + list(inter.named_parameters())
               if not n.endswith("quantiles")]
     aux_params = [p for n, p in list(intra.named_parameters()) + list(inter.named_parameters())

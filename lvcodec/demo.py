@@ -1,0 +1,38 @@
+"""A built-in test clip: a camera pan and zoom over scikit-image's sample photos (no downloads)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .frames import Picture, from_av
+
+
+def demo_clip(frames: int = 32, width: int = 352, height: int = 288) -> list[Picture]:
+    """``frames`` pictures of a smooth pan and zoom across a mosaic of three skimage photos."""
+    import av
+    import torch
+    import torch.nn.functional as F
+    from skimage import data
+
+    tiles = [data.astronaut(), data.coffee()[:, :512], data.chelsea()[:, :451]]
+    h = min(t.shape[0] for t in tiles)
+    mosaic = np.concatenate([t[:h] for t in tiles], axis=1)  # ~ 300 x 1475 RGB
+    src = torch.from_numpy(mosaic).permute(2, 0, 1)[None].float()
+    H, W = mosaic.shape[:2]
+    pics = []
+    for t in range(frames):
+        a = t / max(frames - 1, 1)
+        zoom = 1.0 + 0.35 * a  # slowly zoom in while panning right
+        ch = H / zoom
+        cw = min(ch * width / height, W)
+        x0 = (W - cw) * (0.1 + 0.5 * a)
+        y0 = (H - ch) * 0.5
+        theta = torch.tensor([[cw / W, 0, (2 * x0 + cw) / W - 1], [0, ch / H, (2 * y0 + ch) / H - 1]],
+                             dtype=torch.float32)[None]
+        grid = F.affine_grid(theta, (1, 3, height, width), align_corners=False)
+        rgb = F.grid_sample(src, grid, mode="bilinear", align_corners=False)
+        rgb = rgb[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+        pic = from_av(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
+        pic.pts = t
+        pics.append(pic)
+    return pics
