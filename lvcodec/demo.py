@@ -21,11 +21,14 @@ def demo_clip(frames: int = 32, width: int = 352, height: int = 288) -> list[Pic
     H, W = mosaic.shape[:2]
     pics = []
     for t in range(frames):
-        a = t / max(frames - 1, 1)
-        zoom = 1.0 + 0.35 * a  # slowly zoom in while panning right
+        # A camera panning right at ~3 output pixels per frame while zooming in 0.5 % per frame
+        # (bouncing back at the edge of the mosaic), as a hand-held or tripod pan would.
+        zoom = 1.0 + 0.005 * t
         ch = H / zoom
         cw = min(ch * width / height, W)
-        x0 = (W - cw) * (0.1 + 0.5 * a)
+        span = W - cw
+        pos = (0.05 * span + t * 3.0 * cw / width) % (2 * span) if span > 0 else 0.0
+        x0 = pos if pos <= span else 2 * span - pos
         y0 = (H - ch) * 0.5
         theta = torch.tensor([[cw / W, 0, (2 * x0 + cw) / W - 1], [0, ch / H, (2 * y0 + ch) / H - 1]],
                              dtype=torch.float32)[None]

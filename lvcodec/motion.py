@@ -41,15 +41,23 @@ def _median3x3(mv: torch.Tensor) -> torch.Tensor:
     return n.median(dim=2).values
 
 
-def _gather_shift(ref: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
-    """Sample ``ref`` (B,1,H,W) at integer per-pixel offsets (fx, fy) (B,H,W), clamped at borders."""
-    b, _, h, w = ref.shape
-    ys = torch.arange(h, device=ref.device).view(1, h, 1)
-    xs = torch.arange(w, device=ref.device).view(1, 1, w)
-    yy = (ys + fy).clamp(0, h - 1)
-    xx = (xs + fx).clamp(0, w - 1)
-    idx = (yy * w + xx).view(b, -1)
-    return ref.view(b, -1).gather(1, idx).view(b, 1, h, w)
+class _Shifter:
+    """Samples ``ref`` (B,1,H,W) at per-pixel integer offsets ``base + (dx, dy)``, edges replicated.
+
+    The flat indices of ``base`` are computed once; each extra global shift is one scalar add."""
+
+    def __init__(self, ref: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, extra: int = 1):
+        b, _, h, w = ref.shape
+        m = int(max(fx.abs().max().item(), fy.abs().max().item())) + extra
+        self.flat = F.pad(ref, (m, m, m, m), mode="replicate").view(b, -1)
+        self.wp = w + 2 * m
+        ys = torch.arange(h, device=ref.device).view(1, h, 1) + m
+        xs = torch.arange(w, device=ref.device).view(1, 1, w) + m
+        self.idx = ((ys + fy.long()) * self.wp + xs + fx.long()).view(b, -1)
+        self.shape = (b, 1, h, w)
+
+    def __call__(self, dx: int, dy: int) -> torch.Tensor:
+        return self.flat.gather(1, self.idx + (dy * self.wp + dx)).view(self.shape)
 
 
 def _sample(plane: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
@@ -65,7 +73,7 @@ def _sample(plane: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Te
 
 @torch.no_grad()
 def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0.08, block: int = BLOCK,
-           radius: int = 8) -> torch.Tensor:
+           radius: int = 12) -> torch.Tensor:
     """Estimate one vector per ``block`` luma block; returns int32 (B, 2, H/block, W/block), (dx, dy)
     in quarter-pel units. ``lam`` weighs vector smoothness: mean absolute luma error (0..255)
     per quarter pel of distance from the median of the neighbouring vectors (a float, or a
@@ -73,7 +81,7 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
     cur = luma(cur6.float()) * 255.0
     ref = luma(ref6.float()) * 255.0
     h, w = cur.shape[-2:]
-    levels = 2 if max(h, w) <= 768 else 3
+    levels = 2 if max(h, w) <= 512 else 3  # coarse search reaches +-radius * 2**levels pixels
     pyr_c, pyr_r = [cur], [ref]
     for _ in range(levels):
         pyr_c.append(F.avg_pool2d(pyr_c[-1], 2))
@@ -83,20 +91,15 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
     c, r = pyr_c[-1], pyr_r[-1]
     bl = block >> levels
     hh, ww = c.shape[-2:]
+    k = 2 * radius + 1
     rp = F.pad(r, (radius,) * 4, mode="replicate")
-    best = None
-    mv = None
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            cost = _block_sad(c - _shift(rp, radius, dx, dy, hh, ww), bl)
-            cost = cost + lam * 2**levels * (abs(dx) + abs(dy))  # mild pull to zero
-            if best is None:
-                best = cost
-                mv = torch.zeros(cost.shape[0], 2, *cost.shape[-2:], dtype=torch.long, device=cost.device)
-            better = cost < best
-            best = torch.where(better, cost, best)
-            mv[:, 0:1][better] = dx
-            mv[:, 1:2][better] = dy
+    # every candidate shift at once: channel (dy + r) * k + (dx + r) holds ref shifted by (dx, dy)
+    shifted = F.unfold(rp, k).view(c.shape[0], k * k, hh, ww)
+    cost = _block_sad(c - shifted, bl)
+    d = torch.arange(-radius, radius + 1, device=c.device, dtype=cost.dtype).abs()
+    cost = cost + (lam * 2**levels) * (d[:, None] + d[None, :]).view(1, k * k, 1, 1)  # mild pull to zero
+    best = cost.argmin(1, keepdim=True)
+    mv = torch.cat((best % k - radius, best // k - radius), 1).long()
 
     # Integer refinement level by level.
     for lev in range(levels - 1, -1, -1):
@@ -104,14 +107,15 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
         c, r = pyr_c[lev], pyr_r[lev]
         bl = block >> lev
         pred_mv = _median3x3(mv)
-        base = mv.clone()
+        base = mv
+        fx = base[:, 0].repeat_interleave(bl, 1).repeat_interleave(bl, 2)
+        fy = base[:, 1].repeat_interleave(bl, 1).repeat_interleave(bl, 2)
+        shift = _Shifter(r, fx, fy)
         best = None
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
                 cand = base + torch.tensor([dx, dy], device=mv.device).view(1, 2, 1, 1)
-                fx = cand[:, 0].repeat_interleave(bl, 1).repeat_interleave(bl, 2)
-                fy = cand[:, 1].repeat_interleave(bl, 1).repeat_interleave(bl, 2)
-                cost = _block_sad(c - _gather_shift(r, fx, fy), bl)
+                cost = _block_sad(c - shift(dx, dy), bl)
                 cost = cost + lam * 4 * 2**lev * (cand.float() - pred_mv).abs().sum(1, keepdim=True)
                 if best is None:
                     best, mv = cost, cand
@@ -120,17 +124,24 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
                     best = torch.where(better, cost, best)
                     mv = torch.where(better, cand, mv)
 
-    # Quarter-pel refinement on the full-resolution plane.
+    # Quarter-pel refinement on the full-resolution plane: bilinear mixes of the nine integer shifts
+    # around each block's vector (the same interpolation compensation uses).
+    fx = mv[:, 0].repeat_interleave(block, 1).repeat_interleave(block, 2)
+    fy = mv[:, 1].repeat_interleave(block, 1).repeat_interleave(block, 2)
+    shift = _Shifter(ref, fx, fy)
+    g = {(sx, sy): shift(sx, sy) for sy in (-1, 0, 1) for sx in (-1, 0, 1)}
     mv = mv * 4
     pred_mv = _median3x3(mv)
-    base = mv.clone()
+    base = mv
     best = None
     for dy in range(-2, 3):
         for dx in range(-2, 3):
             cand = base + torch.tensor([dx, dy], device=mv.device).view(1, 2, 1, 1)
-            fx = cand[:, 0].float().repeat_interleave(block, 1).repeat_interleave(block, 2) / 4
-            fy = cand[:, 1].float().repeat_interleave(block, 1).repeat_interleave(block, 2) / 4
-            cost = _block_sad(cur - _sample(ref, fx, fy), block)
+            sx, sy = (1 if dx > 0 else -1), (1 if dy > 0 else -1)
+            ax, ay = abs(dx) / 4, abs(dy) / 4
+            p = (1 - ax) * (1 - ay) * g[0, 0] + ax * (1 - ay) * g[sx, 0] + (1 - ax) * ay * g[0, sy] \
+                + ax * ay * g[sx, sy]
+            cost = _block_sad(cur - p, block)
             cost = cost + lam * (cand.float() - pred_mv).abs().sum(1, keepdim=True)
             if best is None:
                 best, mv = cost, cand
