@@ -85,19 +85,16 @@ def decode(src, dst, overwrite, quiet):
     try:
         reader = bs.Reader(fp)
         h = reader.header
+        out = _AtomicOutput(dst, overwrite)
         dec = Decoder(h)
-        bar = _bar(not quiet, "decode")
         t0, n = time.perf_counter(), 0
-        with _AtomicOutput(dst, overwrite) as out:
+        with out, _bar(not quiet, "decode") as bar:
             w = open_writer(out.fp, dst, h.width, h.height, Fraction(h.fps_num, h.fps_den))
             for packet in reader.packets():
                 w.write(dec.decode(packet))
                 n += 1
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
             w.close()
-        if bar is not None:
-            bar.close()
     finally:
         if src != "-":
             fp.close()

@@ -243,24 +243,19 @@ def encode(src: str, dst: str, quality: int = DEFAULT_QUALITY, keyint: int = DEF
 
     The output appears only when complete (``-`` writes to stdout)."""
     check_quality(quality)
+    out = _AtomicOutput(dst, overwrite)  # refuses an existing output before any work
     info, pictures = read_pictures(src, max_frames)
-    bar = _bar(progress, "encode")
-    try:
-        with _AtomicOutput(dst, overwrite) as out:
-            return encode_pictures(pictures, out.fp, info.width, info.height, info.rate, quality, keyint, bar)
-    finally:
-        if bar is not None:
-            bar.close()
+    with out, _bar(progress, "encode") as bar:
+        return encode_pictures(pictures, out.fp, info.width, info.height, info.rate, quality, keyint, bar)
 
 
 def _bar(enabled: bool, desc: str):
-    if not enabled:
-        return None
+    """A progress bar on stderr (shown only when stderr is a terminal); a context manager."""
     import sys
 
     from tqdm import tqdm
 
-    return tqdm(desc=desc, unit="frame", file=sys.stderr, leave=False)
+    return tqdm(desc=desc, unit="frame", file=sys.stderr, leave=False, disable=None if enabled else True)
 
 
 def _open_lvc(path: str):

@@ -1,7 +1,7 @@
 """Block motion estimation at the encoder and motion compensation shared by encoder and decoder.
 
 Motion is *found by search*, not by a trained flow network: a coarse-to-fine block search on the luma
-plane (full search at the coarsest level of an area pyramid, +-1 refinement per finer level, then a
+plane (full search at the coarsest level of an area pyramid, +-2 refinement per finer level, then a
 quarter-pel refinement), regularised towards the median of the neighbouring vectors so the field stays
 cheap to code. Vectors are integers in quarter-pel luma units, one per ``block`` x ``block`` luma block.
 
@@ -29,10 +29,12 @@ def _shift(ref_pad: torch.Tensor, pad: int, dx: int, dy: int, h: int, w: int) ->
     return ref_pad[:, :, pad + dy : pad + dy + h, pad + dx : pad + dx + w]
 
 
-def _block_sad(diff: torch.Tensor, b: int) -> torch.Tensor:
-    # SAD over a window twice the block size, centred on the block: steadier than the block alone.
-    k = 2 * b
-    return F.avg_pool2d(diff.abs(), k, b, padding=b // 2, count_include_pad=False)
+def _block_sad(diff: torch.Tensor, b: int, window: bool = False) -> torch.Tensor:
+    """Mean absolute difference per ``b`` x ``b`` block. With ``window``, over a window twice the
+    block size centred on it (steadier; only valid when every pixel has the same candidate shift)."""
+    if window:
+        return F.avg_pool2d(diff.abs(), 2 * b, b, padding=b // 2, count_include_pad=False)
+    return F.avg_pool2d(diff.abs(), b, b)
 
 
 def _median3x3(mv: torch.Tensor) -> torch.Tensor:
@@ -95,7 +97,7 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
     rp = F.pad(r, (radius,) * 4, mode="replicate")
     # every candidate shift at once: channel (dy + r) * k + (dx + r) holds ref shifted by (dx, dy)
     shifted = F.unfold(rp, k).view(c.shape[0], k * k, hh, ww)
-    cost = _block_sad(c - shifted, bl)
+    cost = _block_sad(c - shifted, bl, window=True)
     d = torch.arange(-radius, radius + 1, device=c.device, dtype=cost.dtype).abs()
     cost = cost + (lam * 2**levels) * (d[:, None] + d[None, :]).view(1, k * k, 1, 1)  # mild pull to zero
     best = cost.argmin(1, keepdim=True)
@@ -110,10 +112,11 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
         base = mv
         fx = base[:, 0].repeat_interleave(bl, 1).repeat_interleave(bl, 2)
         fy = base[:, 1].repeat_interleave(bl, 1).repeat_interleave(bl, 2)
-        shift = _Shifter(r, fx, fy)
+        shift = _Shifter(r, fx, fy, extra=2)
         best = None
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
+        # +-2 (not +-1): a shift of half a coarse pixel can round either way at the level above
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
                 cand = base + torch.tensor([dx, dy], device=mv.device).view(1, 2, 1, 1)
                 cost = _block_sad(c - shift(dx, dy), bl)
                 cost = cost + lam * 4 * 2**lev * (cand.float() - pred_mv).abs().sum(1, keepdim=True)
