@@ -272,12 +272,9 @@ def _open_lvc(path: str):
 
 
 def read_header(path: str) -> bs.SequenceHeader:
-    fp = _open_lvc(path)
-    try:
+    """The sequence header of the ``.lvc`` file ``path``."""
+    with _open_lvc(path) as fp:
         return bs.Reader(fp).header
-    finally:
-        if fp is not getattr(__import__("sys").stdin, "buffer", None):
-            fp.close()
 
 
 def decode(path: str) -> Iterator[Picture]:

@@ -152,10 +152,11 @@ def quantize8(x):
 
 def from_tensor(x, width: int, height: int, pts: int = 0) -> Picture:
     """Inverse of :func:`to_tensor` for an 8-bit-rounded tensor: crop back to the display size."""
+    import torch
     import torch.nn.functional as F
 
-    x8 = (x * 255.0).round().clamp(0, 255).to(dtype=__import__("torch").uint8)
-    y = F.pixel_shuffle(x8[:, :4].float(), 2)[0, 0].to(x8.dtype).numpy()
+    x8 = (x * 255.0).round().clamp(0, 255).to(torch.uint8)
+    y = F.pixel_shuffle(x8[:, :4], 2)[0, 0].numpy()
     cw, ch = (width + 1) // 2, (height + 1) // 2
     return Picture(y[:height, :width].copy(), x8[0, 4, :ch, :cw].numpy().copy(),
                    x8[0, 5, :ch, :cw].numpy().copy(), pts)

@@ -126,3 +126,19 @@ def test_demo_runs(run):
     r = run("demo", "--frames", 3, "--size", "64x48")
     assert r.exit_code == 0, r.stderr
     assert "bpp" in r.stdout and "PSNR-YUV" in r.stdout and "fps" in r.stdout
+
+
+def test_pipes(clip_path, tmp_path):
+    """`-` reads stdin and writes stdout: lvc encode in - | lvc decode - - gives the decoded y4m."""
+    runner = CliRunner()
+    enc = runner.invoke(main, ["encode", clip_path, "-", "--quiet", "--keyint", "4"])
+    assert enc.exit_code == 0, enc.stderr
+    assert enc.stdout_bytes[:4] == b"LVC\x1a"
+    dec = runner.invoke(main, ["decode", "-", "-", "--quiet"], input=enc.stdout_bytes)
+    assert dec.exit_code == 0, dec.stderr
+    assert dec.stdout_bytes.startswith(b"YUV4MPEG2 W96 H64 F25:1")
+    lvc = tmp_path / "a.lvc"
+    lvc.write_bytes(enc.stdout_bytes)
+    first = next(iter(lvcodec.decode(str(lvc))))
+    body = dec.stdout_bytes[dec.stdout_bytes.index(b"\n") + 1 :]
+    assert body[:6] == b"FRAME\n" and body[6 : 6 + 96 * 64] == first.y.tobytes()
