@@ -152,7 +152,22 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
                 better = cost < best
                 best = torch.where(better, cost, best)
                 mv = torch.where(better, cand, mv)
-    return mv.to(torch.int32)
+    # Predictor candidates: the vector the residual coding predicts (costs nothing to send) and zero
+    # (static background); each replaces the searched vector when it is as good once rate is counted.
+    pred = mv_prediction(mv)
+    best = None
+    for cand in (mv, pred, torch.zeros_like(mv)):
+        fx = cand[:, 0].float().repeat_interleave(block, 1).repeat_interleave(block, 2) / 4
+        fy = cand[:, 1].float().repeat_interleave(block, 1).repeat_interleave(block, 2) / 4
+        cost = _block_sad(cur - _sample(ref, fx, fy), block)
+        cost = cost + lam * (cand.float() - pred).abs().sum(1, keepdim=True)
+        if best is None:
+            best, out = cost, cand
+        else:
+            better = cost <= best
+            best = torch.where(better, cost, best)
+            out = torch.where(better, cand, out)
+    return out.to(torch.int32)
 
 
 def compensate(ref6: torch.Tensor, mv: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
