@@ -62,6 +62,8 @@ def encode(src, dst, quality, keyint, frames, overwrite, quiet):
 
     st = run(src, dst, quality=quality, keyint=keyint, overwrite=overwrite, max_frames=frames,
              progress=not quiet)
+    if st.source_pix_fmt not in ("yuv420p", "yuvj420p"):
+        click.echo(f"lvc: note: input is {st.source_pix_fmt}, coded as 8-bit 4:2:0 (yuv420p)", err=True)
     if not quiet:
         click.echo(f"{st.frames} frames {st.width}x{st.height}, {st.bytes} bytes, {st.bpp:.4f} bpp, "
                    f"PSNR-YUV {st.psnr_yuv:.2f} dB, {st.fps:.2f} fps", err=True)

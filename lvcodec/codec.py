@@ -162,6 +162,7 @@ class EncodeStats:
     height: int
     seconds: float
     psnr_yuv: float  # mean over frames, of the encoder's reconstruction (= the decoded video)
+    source_pix_fmt: str = "yuv420p"  # the input's pixel format (anything else was converted to 8-bit 4:2:0)
 
     @property
     def bpp(self) -> float:
@@ -246,7 +247,9 @@ def encode(src: str, dst: str, quality: int = DEFAULT_QUALITY, keyint: int = DEF
     out = _AtomicOutput(dst, overwrite)  # refuses an existing output before any work
     info, pictures = read_pictures(src, max_frames)
     with out, _bar(progress, "encode") as bar:
-        return encode_pictures(pictures, out.fp, info.width, info.height, info.rate, quality, keyint, bar)
+        stats = encode_pictures(pictures, out.fp, info.width, info.height, info.rate, quality, keyint, bar)
+    stats.source_pix_fmt = info.pix_fmt
+    return stats
 
 
 def _bar(enabled: bool, desc: str):

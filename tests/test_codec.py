@@ -124,3 +124,4 @@ def test_reads_other_pixel_formats(tmp_path):
             c.mux(p)
     st = lvcodec.encode(path, str(tmp_path / "rgb.lvc"))
     assert st.frames == 3 and st.psnr_yuv > 30
+    assert st.source_pix_fmt == "bgr0"
