@@ -30,8 +30,8 @@ MODEL_NAME = "lvc-hyperprior-v1"
 MODEL_ID = 1
 #: Shipped weights: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-15bab463.safetensors", "15bab4637e90a634a31fdc3fece29867f800b72cb9d29e51ce052c7968eba2ed"),
-    "inter": ("inter-bfd8560b.safetensors", "bfd8560bf787b7be5382fa95d8856244500132413449367ea2cd8142df27310b"),
+    "intra": ("intra-f235ebb4.safetensors", "f235ebb4639714df8ac53bbb257c1843028624ef441ea552e4e6c8c854a3ea9b"),
+    "inter": ("inter-18ec3b73.safetensors", "18ec3b73c1536763a56ecb14906a1c66546e8836173891fdc22b8ee0621c4b17"),
 }
 
 
