@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-import io
+import os
 import sys
+import tempfile
 import time
 import warnings
 from fractions import Fraction
@@ -151,14 +152,10 @@ def demo(quality, frames, keyint, size):
         raise click.BadParameter(f'"{size}" is not WIDTHxHEIGHT', param_hint="--size") from None
     click.echo(f"generating a {frames}-frame {w}x{h} clip (pan and zoom over scikit-image photos)", err=True)
     pics = demo_clip(frames, w, h)
-    buf = io.BytesIO()
-    st = encode_pictures(pics, buf, w, h, Fraction(25), quality, keyint)
-    import tempfile, os
-
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "demo.lvc")
         with open(path, "wb") as f:
-            f.write(buf.getvalue())
+            st = encode_pictures(pics, f, w, h, Fraction(25), quality, keyint)
         t0 = time.perf_counter()
         decoded = list(dec(path))
         dt = time.perf_counter() - t0

@@ -1,10 +1,8 @@
 """Test inputs made on the spot (tests never read ../shared)."""
 
-import os
 from fractions import Fraction
 
 import numpy as np
-from lvcodec.demo import demo_clip
 from lvcodec.frames import Picture
 from lvcodec.writers import Y4MWriter
 

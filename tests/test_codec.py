@@ -10,7 +10,7 @@ import lvcodec
 from lvcodec.codec import Encoder, encode_pictures
 from lvcodec.demo import demo_clip
 
-from .helpers import noise_pictures, write_y4m
+from .helpers import noise_pictures
 
 
 def _encode(pics, quality=4, keyint=32):
