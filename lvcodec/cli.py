@@ -72,66 +72,89 @@ def encode(src, dst, quality, keyint, frames, overwrite, quiet):
 
 @main.command()
 @click.argument("src")
-@click.argument("dst")
+@click.argument("dst", required=False)
+@click.option("--start-frame", type=click.IntRange(0), default=0, show_default=True,
+              help="first frame to output (decoding starts at the keyframe before it, found through the index)")
+@click.option("--frames", type=click.IntRange(1), default=None, help="output at most this many frames")
+@click.option("--conceal", is_flag=True,
+              help="replace damaged or missing frames by the last good one and resync at the next keyframe")
+@click.option("--md5", is_flag=True, help="print the MD5 of each decoded frame (Y, U, V planes) to stdout")
 @click.option("-y", "--overwrite", is_flag=True, help="overwrite DST if it exists")
 @click.option("--quiet", is_flag=True, help="no progress bar or summary")
 @_errors
-def decode(src, dst, overwrite, quiet):
+def decode(src, dst, start_frame, frames, conceal, md5, overwrite, quiet):
     """Decode the .lvc file SRC (- for stdin) to DST: .y4m, .mkv (lossless FFV1), .mp4 (H.264) or .yuv;
-    - writes y4m to stdout."""
-    from . import bitstream as bs
-    from .codec import Decoder, _AtomicOutput, _bar, _open_lvc
+    - writes y4m to stdout. DST may be left out with --md5."""
+    import contextlib
+    import hashlib
+
+    from .codec import DecodeStats, _AtomicOutput, _bar, decode as run, read_header
+    from .errors import LvcError
     from .writers import format_for, open_writer
 
-    format_for(dst)  # refuse an unknown output type before doing anything
-    fp = _open_lvc(src)
-    try:
-        reader = bs.Reader(fp)
-        h = reader.header
-        out = _AtomicOutput(dst, overwrite)
-        dec = Decoder(h)
-        t0, n = time.perf_counter(), 0
-        with out, _bar(not quiet, "decode") as bar:
-            w = open_writer(out.fp, dst, h.width, h.height, Fraction(h.fps_num, h.fps_den))
-            for packet in reader.packets():
-                w.write(dec.decode(packet))
-                n += 1
-                bar.update(1)
+    if dst is None and not md5:
+        raise click.UsageError("missing argument DST (or give --md5)")
+    if dst == "-" and md5:
+        raise click.UsageError("--md5 prints to stdout: give DST as a file")
+    if dst is not None:
+        format_for(dst)  # refuse an unknown output type before doing anything
+    out = _AtomicOutput(dst, overwrite) if dst is not None else contextlib.nullcontext()
+    st = DecodeStats()
+    t0 = time.perf_counter()
+    with out, _bar(not quiet, "decode") as bar:
+        w = None
+        for i, pic in enumerate(run(src, start_frame, frames, conceal, st)):
+            if w is None and dst is not None:
+                w = open_writer(out.fp, dst, pic.width, pic.height, Fraction(st.header.fps_num, st.header.fps_den))
+            if w is not None:
+                w.write(pic)
+            if md5:
+                digest = hashlib.md5(pic.y.tobytes() + pic.u.tobytes() + pic.v.tobytes()).hexdigest()
+                click.echo(f"{start_frame + i:6d} {pic.pts:8d} {digest}")
+            bar.update(1)
+        if st.frames == 0:
+            raise LvcError(f"{src}: no frames to output (start frame {start_frame})")
+        if w is not None:
             w.close()
-    finally:
-        if src != "-":
-            fp.close()
+    if conceal and st.concealed:
+        click.echo(f"lvc: warning: {st.concealed} damaged or missing frames concealed", err=True)
     if not quiet:
         dt = time.perf_counter() - t0
-        click.echo(f"{n} frames {h.width}x{h.height} decoded, {n / dt if dt else 0:.2f} fps", err=True)
+        click.echo(f"{st.frames} frames decoded, {st.frames / dt if dt else 0:.2f} fps", err=True)
 
 
 @main.command()
 @click.argument("src")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
+@click.option("--frames/--no-frames", "per_frame", default=True, show_default=True, help="per-frame table")
 @_errors
-def info(src):
-    """Print the header and the per-frame packet table of the .lvc file SRC."""
-    from . import bitstream as bs
-    from .codec import _open_lvc
+def info(src, as_json, per_frame):
+    """Describe the .lvc file SRC like ffprobe: header, model, duration, bitrate and per-frame packets."""
+    import json
 
-    fp = _open_lvc(src)
-    try:
-        r = bs.Reader(fp)
-        h = r.header
-        click.echo(f"lvc {r.version[0]}.{r.version[1]}  {h.width}x{h.height}  {h.fps_num}/{h.fps_den} fps  "
-                   f"model {bs.MODEL_IDS[h.model_id]} ({h.weights_hash.hex()})  quality {h.quality}  "
-                   f"keyint {h.keyint}")
-        total, rows = 0, []
-        for p in r.packets():
-            total += p.size
-            rows.append(f"{p.pts:6d}  {'I' if p.is_keyframe else 'P'}  {p.size:8d}")
-        click.echo("   pts  type   bytes")
-        click.echo("\n".join(rows))
-        dur = len(rows) * h.fps_den / h.fps_num
-        click.echo(f"{len(rows)} frames, {dur:.2f} s, payload {total} bytes, "
-                   f"{total * 8 / dur / 1000 if dur else 0:.1f} kbit/s")
-    finally:
-        fp.close()
+    from .probe import probe
+
+    r = probe(src)
+    if as_json:
+        if not per_frame:
+            r.pop("frames")
+        click.echo(json.dumps(r, indent=2))
+        return
+    h = r["header"]
+    click.echo(f"lvc {r['version']}  {h['width']}x{h['height']} (coded {h['coded_width']}x{h['coded_height']})  "
+               f"{h['fps_num']}/{h['fps_den']} fps  time base {h['tb_num']}/{h['tb_den']}")
+    click.echo(f"model {h['model']} (weights sha256 {h['weights_sha256'][:16]}...)  quality {h['quality']}  "
+               f"keyint {h['keyint']}  entropy coder {h['entropy_coder']}")
+    click.echo(f"4:2:0 8-bit  colour primaries {h['colour_primaries']}  transfer {h['transfer_characteristics']}  "
+               f"matrix {h['matrix_coefficients']}  {'full' if h['full_range'] else 'limited'} range")
+    if per_frame:
+        click.echo("   frame      pts  type  quality     bytes")
+        for f in r["frames"]:
+            click.echo(f"{f['frame']:8d} {f['pts']:8d}  {f['type']:>4}  {f['quality']:7d}  {f['bytes']:8d}")
+    s = r["summary"]
+    click.echo(f"{s['frames']} frames ({s['keyframes']} keyframes), {s['duration']:.3f} s, {s['file_bytes']} bytes, "
+               f"{s['bitrate_kbps']:.1f} kbit/s, container overhead {s['overhead_bytes']} bytes "
+               f"({100 * s['overhead_share']:.2f} %)")
 
 
 @main.command()

@@ -41,8 +41,9 @@ def mv_lambda(q: int) -> float:
 
 
 def weights_hash() -> bytes:
-    """8-byte id of the shipped weights written in every stream header."""
-    return hashlib.sha256("".join(h for _, h in WEIGHTS.values()).encode()).digest()[:8]
+    """SHA-256 identifying the shipped weights, written in every stream header: the SHA-256 of the
+    concatenated hex SHA-256s of the weight files (intra, inter)."""
+    return hashlib.sha256("".join(h for _, h in WEIGHTS.values()).encode()).digest()
 
 
 @lru_cache(maxsize=1)
@@ -105,25 +106,40 @@ class Encoder:
 
 
 class Decoder:
-    """Decodes packets of one stream in order."""
+    """Decodes the packets of one stream in order; :meth:`conceal` stands in for a lost picture."""
 
     def __init__(self, header: bs.SequenceHeader):
-        if header.weights_hash != weights_hash():
-            raise BitstreamError(f"stream was made with other weights ({header.weights_hash.hex()}, "
-                                 f"this lvcodec has {weights_hash().hex()})")
+        from .models import NUM_QUALITIES
+
+        if header.weights_sha256 != weights_hash():
+            raise BitstreamError(f"stream was made with other weights ({header.weights_sha256.hex()[:16]}..., "
+                                 f"this lvcodec has {weights_hash().hex()[:16]}...)")
         self.header = header
         self.intra, self.inter = load_models()
         m = self.intra.downsampling
         self.hp = -(-header.height // m) * m
         self.wp = -(-header.width // m) * m
+        if (header.coded_width, header.coded_height) != (self.wp, self.hp):
+            raise BitstreamError(f"coded size {header.coded_width}x{header.coded_height} does not match "
+                                 f"model {header.model_name} ({self.wp}x{self.hp} for {header.width}x{header.height})")
+        if header.quality > NUM_QUALITIES:
+            raise BitstreamError(f"quality {header.quality} out of range (1..{NUM_QUALITIES})")
+        self.num_qualities = NUM_QUALITIES
         self.ref = None
+        self.concealed = 0
 
     def decode(self, packet: bs.Packet) -> Picture:
+        """The picture of ``packet``; a damaged or undecodable packet raises :class:`BitstreamError`."""
         import torch
 
         from . import motion
 
-        q = self.header.quality - 1
+        if packet.damaged:
+            raise BitstreamError(f"CRC mismatch in packet pts={packet.pts}")
+        quality = packet.quality or self.header.quality
+        if quality > self.num_qualities:
+            raise BitstreamError(f"quality {quality} out of range in packet pts={packet.pts}")
+        q = quality - 1
         zshape = (self.hp // 64, self.wp // 64)
         try:
             with torch.no_grad():
@@ -143,12 +159,22 @@ class Decoder:
                     mv = torch.from_numpy(motion.mv_from_residual(mvd))[None].to(torch.int32)
                     pred = motion.compensate(self.ref, mv)
                     x_hat = self.inter.decompress([[y_s], [z_s]], zshape, pred, q)["x_hat"]
-        except (RuntimeError, ValueError, IndexError) as e:
+        except (RuntimeError, ValueError, IndexError, OverflowError) as e:
             if isinstance(e, BitstreamError):
                 raise
             raise BitstreamError(f"corrupt payload in packet pts={packet.pts}: {e}") from None
         self.ref = quantize8(x_hat)
         return from_tensor(self.ref, self.header.width, self.header.height, packet.pts)
+
+    def conceal(self, pts: int) -> Picture:
+        """A stand-in for a lost picture: the last decoded one repeated (mid-grey before any), which
+        also stays the reference of the next P-frame."""
+        import torch
+
+        if self.ref is None:
+            self.ref = torch.full((1, 6, self.hp // 2, self.wp // 2), 128 / 255)
+        self.concealed += 1
+        return from_tensor(self.ref, self.header.width, self.header.height, pts)
 
 
 # -- file-level drivers ---------------------------------------------------------------------------
@@ -217,12 +243,16 @@ def psnr_yuv(a: Picture, b: Picture) -> float:
 
 
 def encode_pictures(pictures: Iterable[Picture], fp, width: int, height: int, rate: Fraction,
-                    quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT, progress=None) -> EncodeStats:
-    """Encode ``pictures`` to the binary file object ``fp``; return exact sizes and the PSNR."""
+                    quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT, progress=None,
+                    colour: dict | None = None) -> EncodeStats:
+    """Encode ``pictures`` to the binary file object ``fp``; return exact sizes and the PSNR.
+
+    ``colour`` optionally gives the H.273 colour description written in the header
+    (``colour_primaries``, ``transfer_characteristics``, ``matrix_coefficients``, ``full_range``)."""
     enc = Encoder(width, height, quality, keyint)
     rate = Fraction(rate).limit_denominator(1 << 20)
     header = bs.SequenceHeader(width, height, rate.numerator, rate.denominator, MODEL_ID, enc.quality,
-                               keyint, weights_hash())
+                               keyint, weights_hash(), **(colour or {}))
     w = bs.Writer(fp, header)
     n, psnr_sum, t0 = 0, 0.0, time.perf_counter()
     for pic in pictures:
@@ -247,7 +277,8 @@ def encode(src: str, dst: str, quality: int = DEFAULT_QUALITY, keyint: int = DEF
     out = _AtomicOutput(dst, overwrite)  # refuses an existing output before any work
     info, pictures = read_pictures(src, max_frames)
     with out, _bar(progress, "encode") as bar:
-        stats = encode_pictures(pictures, out.fp, info.width, info.height, info.rate, quality, keyint, bar)
+        stats = encode_pictures(pictures, out.fp, info.width, info.height, info.rate, quality, keyint, bar,
+                                info.colour)
     stats.source_pix_fmt = info.pix_fmt
     return stats
 
@@ -280,14 +311,70 @@ def read_header(path: str) -> bs.SequenceHeader:
         return bs.Reader(fp).header
 
 
-def decode(path: str) -> Iterator[Picture]:
-    """Decode the ``.lvc`` file ``path`` (``-`` for stdin), yielding 4:2:0 pictures (numpy planes)."""
+@dataclass
+class DecodeStats:
+    """Filled in by :func:`decode` as it goes."""
+
+    frames: int = 0  # pictures yielded
+    concealed: int = 0  # of which stand-ins for damaged or missing packets
+    decoded: int = 0  # packets decoded (including those before ``start_frame``)
+    start: int = 0  # frame number decoding started from (the keyframe at or before start_frame)
+    header: bs.SequenceHeader | None = None
+
+
+#: most pictures concealed for one gap in the stream (a keyframe pts far ahead is not trusted further)
+MAX_CONCEAL_GAP = 1 << 12
+
+
+def decode(path: str, start_frame: int = 0, frames: int | None = None, conceal: bool = False,
+           stats: DecodeStats | None = None) -> Iterator[Picture]:
+    """Decode the ``.lvc`` file ``path`` (``-`` for stdin), yielding 4:2:0 pictures (numpy planes).
+
+    ``start_frame``/``frames`` select frames ``start_frame .. start_frame + frames - 1``: decoding starts
+    at the keyframe at or before ``start_frame``, found through the stream's index (from the start only
+    when the index cannot be reached, e.g. on a pipe). Damage raises :class:`BitstreamError`; with
+    ``conceal`` a damaged or missing picture is replaced by the last good one instead, decoding resyncs at
+    the next keyframe, and ``stats.concealed`` counts the stand-ins."""
+    if start_frame < 0 or (frames is not None and frames < 1):
+        raise ValueError("start_frame must be >= 0 and frames >= 1")
+    stats = stats if stats is not None else DecodeStats()
     fp = _open_lvc(path)
     try:
         reader = bs.Reader(fp)
+        stats.header = reader.header
         dec = Decoder(reader.header)
-        for packet in reader.packets():
-            yield dec.decode(packet)
+        n = 0
+        if start_frame:
+            try:
+                e = reader.seek_frame(start_frame)
+            except BitstreamError:
+                if not conceal:
+                    raise
+                e = None  # a damaged index: read from the start
+            n = e.frame if e else 0
+        stats.start = n
+        last_pts = None
+        for packet in reader.packets(recover=conceal):
+            pics = []
+            if conceal and last_pts is not None and packet.pts > last_pts + 1:  # packets lost before a resync
+                pics += [dec.conceal(p) for p in range(last_pts + 1, min(packet.pts, last_pts + 1 + MAX_CONCEAL_GAP))]
+            try:
+                pics.append(dec.decode(packet))
+                stats.decoded += 1
+            except BitstreamError:
+                if not conceal:
+                    raise
+                pics.append(dec.conceal(packet.pts))
+            last_pts = packet.pts
+            for pic in pics:
+                if n >= start_frame:
+                    stats.frames += 1
+                    stats.concealed = dec.concealed
+                    yield pic
+                    if frames is not None and stats.frames >= frames:
+                        return
+                n += 1
+        stats.concealed = dec.concealed
     finally:
         if path != "-":
             fp.close()

@@ -66,6 +66,23 @@ class VideoInfo:
     height: int
     rate: Fraction
     pix_fmt: str
+    colour: dict | None = None  # H.273 colour description for the stream header
+
+
+def _colour(cc, pix_fmt: str) -> dict:
+    """H.273 code points of the coded 4:2:0 pictures, from the source's codec context."""
+    def code(name: str) -> int:
+        v = getattr(cc, name, None)
+        v = int(getattr(v, "value", v) or 2)
+        return v if 0 <= v < 256 else 2
+
+    if not pix_fmt.startswith("yuv") and not pix_fmt.startswith("nv") and not pix_fmt.startswith("gray"):
+        # converted by libswscale's default: BT.601 limited range
+        return {"colour_primaries": 2, "transfer_characteristics": 2, "matrix_coefficients": 6, "full_range": 0}
+    rng = getattr(cc, "color_range", 0)
+    rng = int(getattr(rng, "value", rng) or 0)
+    return {"colour_primaries": code("color_primaries"), "transfer_characteristics": code("color_trc"),
+            "matrix_coefficients": code("colorspace"), "full_range": int(rng == 2 or pix_fmt.startswith("yuvj"))}
 
 
 def open_video(src: str):
@@ -100,7 +117,8 @@ def read_pictures(src: str, max_frames: int | None = None) -> tuple[VideoInfo, I
     container, stream = open_video(src)
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
     pix = stream.codec_context.pix_fmt or "unknown"
-    info = VideoInfo(stream.codec_context.width, stream.codec_context.height, Fraction(rate), pix)
+    info = VideoInfo(stream.codec_context.width, stream.codec_context.height, Fraction(rate), pix,
+                     _colour(stream.codec_context, pix))
 
     def gen() -> Iterator[Picture]:
         n = 0

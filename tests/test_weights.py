@@ -38,7 +38,7 @@ def test_stream_from_other_weights_is_refused(tmp_path):
     from lvcodec import bitstream as bs
 
     buf = io.BytesIO()
-    w = bs.Writer(buf, bs.SequenceHeader(16, 16, 25, 1, 1, 4, 32, b"\xee" * 8))
+    w = bs.Writer(buf, bs.SequenceHeader(16, 16, 25, 1, 1, 4, 32, b"\xee" * 32))
     w.close()
     p = tmp_path / "x.lvc"
     p.write_bytes(buf.getvalue())
