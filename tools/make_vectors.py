@@ -1,0 +1,58 @@
+"""Regenerate the conformance vectors in ``bitstream/vectors/`` — only on purpose (the format or the
+shipped weights changed): the test suite checks the decoder against what is committed.
+
+    LVC_REGENERATE_VECTORS=1 python tools/make_vectors.py
+
+Each vector is a folder holding ``stream.lvc`` (made from synthetic pictures, never from outside data)
+and ``expected.json``: the frame count, size, and the MD5 of each decoded picture (Y, U, V planes
+concatenated, display size), as ``lvc decode stream.lvc --md5`` prints them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import lvcodec  # noqa: E402
+from lvcodec.codec import encode_pictures, weights_hash  # noqa: E402
+from lvcodec.demo import demo_clip  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent / "bitstream" / "vectors"
+
+#: name -> (width, height, frames, quality, keyint, what it exercises)
+VECTORS = {
+    "ip-64x64-q1": (64, 64, 6, 1, 4, "lowest quality; an I-frame, P-frames, a second GOP"),
+    "ip-96x64-q8": (96, 64, 5, 8, 32, "highest quality, P-frames over a pan and zoom"),
+    "odd-33x17-q4": (33, 17, 4, 4, 2, "odd size: padding and cropping, chroma rounding up"),
+    "intra-1x1-q3": (1, 1, 2, 3, 1, "smallest picture, all-intra"),
+    "wide-200x40-q5": (200, 40, 4, 5, 3, "more than one hyper-latent column, keyint 3"),
+}
+
+
+def md5(pic) -> str:
+    return hashlib.md5(pic.y.tobytes() + pic.u.tobytes() + pic.v.tobytes()).hexdigest()
+
+
+def main() -> None:
+    if os.environ.get("LVC_REGENERATE_VECTORS") != "1":
+        sys.exit("refusing to overwrite the conformance vectors: set LVC_REGENERATE_VECTORS=1 to do it on purpose")
+    for name, (w, h, n, q, k, about) in VECTORS.items():
+        d = ROOT / name
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / "stream.lvc", "wb") as f:
+            encode_pictures(demo_clip(n, w, h), f, w, h, Fraction(25), quality=q, keyint=k)
+        decoded = list(lvcodec.decode(str(d / "stream.lvc")))
+        expected = {"description": about, "width": w, "height": h, "frames": len(decoded), "quality": q,
+                    "keyint": k, "weights_sha256": weights_hash().hex(), "lvcodec": lvcodec.__version__,
+                    "md5": [md5(p) for p in decoded]}
+        (d / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
+        print(f"{name}: {(d / 'stream.lvc').stat().st_size} bytes, {len(decoded)} frames")
+
+
+if __name__ == "__main__":
+    main()
