@@ -65,6 +65,9 @@ def encode(src, dst, quality, keyint, frames, overwrite, quiet):
              progress=not quiet)
     if st.source_pix_fmt not in ("yuv420p", "yuvj420p"):
         click.echo(f"lvc: note: input is {st.source_pix_fmt}, coded as 8-bit 4:2:0 (yuv420p)", err=True)
+    if st.variable_rate:
+        click.echo(f"lvc: note: input has a variable frame rate, coded at a constant "
+                   f"{float(st.rate):.6g} fps (frame timing is not kept)", err=True)
     if not quiet:
         click.echo(f"{st.frames} frames {st.width}x{st.height}, {st.bytes} bytes, {st.bpp:.4f} bpp, "
                    f"PSNR-YUV {st.psnr_yuv:.2f} dB, {st.fps:.2f} fps", err=True)
@@ -185,3 +188,4 @@ def demo(quality, frames, keyint, size):
     psnr = sum(psnr_yuv(a, b) for a, b in zip(pics, decoded)) / len(pics)
     click.echo(f"quality {quality}, keyint {keyint}: {st.bytes} bytes, {st.bpp:.4f} bpp, "
                f"PSNR-YUV {psnr:.2f} dB, encode {st.fps:.2f} fps, decode {len(decoded) / dt:.2f} fps")
+

@@ -189,6 +189,8 @@ class EncodeStats:
     seconds: float
     psnr_yuv: float  # mean over frames, of the encoder's reconstruction (= the decoded video)
     source_pix_fmt: str = "yuv420p"  # the input's pixel format (anything else was converted to 8-bit 4:2:0)
+    variable_rate: bool = False  # the input's frame durations varied (coded at a constant rate)
+    rate: Fraction = Fraction(25)  # the frame rate written in the header
 
     @property
     def bpp(self) -> float:
@@ -265,7 +267,7 @@ def encode_pictures(pictures: Iterable[Picture], fp, width: int, height: int, ra
     if n == 0:
         raise InputError("no frames to encode")
     w.close()
-    return EncodeStats(n, w.bytes_written, width, height, time.perf_counter() - t0, psnr_sum / n)
+    return EncodeStats(n, w.bytes_written, width, height, time.perf_counter() - t0, psnr_sum / n, rate=rate)
 
 
 def encode(src: str, dst: str, quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT,
@@ -280,6 +282,7 @@ def encode(src: str, dst: str, quality: int = DEFAULT_QUALITY, keyint: int = DEF
         stats = encode_pictures(pictures, out.fp, info.width, info.height, info.rate, quality, keyint, bar,
                                 info.colour)
     stats.source_pix_fmt = info.pix_fmt
+    stats.variable_rate = info.variable_rate
     return stats
 
 

@@ -67,6 +67,7 @@ class VideoInfo:
     rate: Fraction
     pix_fmt: str
     colour: dict | None = None  # H.273 colour description for the stream header
+    variable_rate: bool = False  # set while reading: the source's frame durations differ
 
 
 def _colour(cc, pix_fmt: str) -> dict:
@@ -122,8 +123,16 @@ def read_pictures(src: str, max_frames: int | None = None) -> tuple[VideoInfo, I
 
     def gen() -> Iterator[Picture]:
         n = 0
+        prev = step = None
         try:
             for frame in container.decode(stream):
+                if frame.pts is not None:
+                    if prev is not None:
+                        if step is None:
+                            step = frame.pts - prev
+                        elif frame.pts - prev != step:
+                            info.variable_rate = True
+                    prev = frame.pts
                 if max_frames is not None and n >= max_frames:
                     break
                 if frame.width > MAX_DIM or frame.height > MAX_DIM:
