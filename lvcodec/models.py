@@ -14,7 +14,10 @@ with continuous rate adaptation", CVPR 2021)::
                     │                          ▲ means, scales (for y')
                     └──h_a──> z ──×zgain[q]──Q──> ẑ' ──×inv_zgain[q]──h_s──┘
 
-The entropy parameters of ŷ depend on ẑ alone (decoded symbols), never on decoded pixels.
+The entropy parameters of ŷ depend on ẑ alone (decoded symbols), never on decoded pixels. ``compress``
+and ``decompress`` compute them with an exact fixed-point twin of ``h_s`` (:mod:`lvcodec.intnet`), so the
+encoder and every decoder get the same bits on any machine, thread count or device; ``forward``
+(training) uses the float ``h_s``.
 
 :class:`InterModel` codes a P-frame given its motion-compensated prediction ``pred`` (built from the
 *decoded* previous frame): the analysis sees the frame and the prediction, the synthesis adds a
@@ -24,6 +27,7 @@ coded with its own learned factorized prior (an ``EntropyBottleneck`` over the v
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -32,6 +36,8 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN
 from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
+
+from .intnet import IntegerNetwork
 
 #: Rate-distortion trade-off per quality level (1..8): loss = lambda * 255^2 * MSE_YUV + bpp.
 LAMBDAS = tuple(round(0.0008 * 1.9**i, 6) for i in range(8))
@@ -99,31 +105,59 @@ class _GainedHyperprior(CompressionModel):
         y_hat = y_g_hat * self._g(self.inv_gain, q)
         return y_hat, {"y": y_lik, "z": z_lik}
 
+    def _int_h_s(self, q: int, device: torch.device) -> IntegerNetwork:
+        """The exact fixed-point ``h_s`` for quality index ``q`` (its first layer folds the medians of ẑ and
+        ``inv_zgain[q]``), built on first use and rebuilt whenever a tensor it derives from changes
+        (``load_state_dict``, ``update``, an optimizer step or ``.to()`` all change data or version)."""
+        src = [*self.h_s.parameters(), self.entropy_bottleneck.quantiles, self.inv_zgain]
+        key = (q, str(device), tuple((t.data_ptr(), t._version) for t in src))
+        cache = self.__dict__.setdefault("_int_h_s_cache", {})
+        if key not in cache:
+            for k in [k for k in cache if k[2] != key[2]]:
+                del cache[k]  # built from stale weights
+            cache[key] = IntegerNetwork(self.h_s, self.entropy_bottleneck._get_medians().flatten(),
+                                        self.inv_zgain[q]).to(device)
+        return cache[key]
+
+    def _params_exact(self, z_g_hat: torch.Tensor, q: int):
+        """Entropy parameters of y' from the decoded ẑ' (= symbols + medians), bit-identical everywhere:
+        the symbols are recovered exactly, ``h_s`` runs in exact fixed point, the rest is elementwise."""
+        z_med = self.entropy_bottleneck._get_medians().detach().view(1, -1, 1, 1)
+        symbols = torch.round(z_g_hat - z_med)  # exact: z_g_hat = float(symbols) + medians, |symbols| << 2^22
+        means, scales = self._int_h_s(q, z_g_hat.device)(symbols).chunk(2, 1)
+        g = self._g(self.gain, self._qt(z_g_hat, q))
+        return means * g, scales.abs() * g
+
     def _compress_latent(self, y: torch.Tensor, q: int):
-        qt = torch.full((y.shape[0],), q, dtype=torch.long, device=y.device)
+        qt = self._qt(y, q)
         y_g = y * self._g(self.gain, qt)
         z_g = self.h_a(y_g) * self._g(self.zgain, qt)
         z_strings = self.entropy_bottleneck.compress(z_g)
         z_g_hat = self.entropy_bottleneck.decompress(z_strings, z_g.shape[-2:])
-        y_strings, y_hat = self._code_y(y_g, z_g_hat, qt)
+        y_strings, y_hat = self._code_y(y_g, z_g_hat, q)
         return [y_strings, z_strings], z_g.shape[-2:], y_hat
 
-    def _code_y(self, y_g, z_g_hat, qt):
-        means, scales = self._params(z_g_hat * self._g(self.inv_zgain, qt), qt)
+    def _code_y(self, y_g, z_g_hat, q: int):
+        means, scales = self._params_exact(z_g_hat, q)
         indexes = self.gaussian_conditional.build_indexes(scales)
         y_strings = self.gaussian_conditional.compress(y_g, indexes, means=means)
+        # ŷ' = symbols + means, the same elementwise sum the decoder computes
         y_g_hat = self.gaussian_conditional.quantize(y_g, "dequantize", means)
-        return y_strings, y_g_hat * self._g(self.inv_gain, qt)
+        return y_strings, y_g_hat * self._g(self.inv_gain, self._qt(y_g, q))
 
     def _decompress_latent(self, strings, shape, q: int):
         z_g_hat = self.entropy_bottleneck.decompress(strings[1], shape)
-        qt = torch.full((z_g_hat.shape[0],), q, dtype=torch.long, device=z_g_hat.device)
-        means, scales = self._params(z_g_hat * self._g(self.inv_zgain, qt), qt)
+        means, scales = self._params_exact(z_g_hat, q)
         indexes = self.gaussian_conditional.build_indexes(scales)
         y_g_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means)
-        return y_g_hat * self._g(self.inv_gain, qt)
+        return y_g_hat * self._g(self.inv_gain, self._qt(y_g_hat, q))
+
+    @staticmethod
+    def _qt(x: torch.Tensor, q: int) -> torch.Tensor:
+        return torch.full((x.shape[0],), q, dtype=torch.long, device=x.device)
 
     def update(self, scale_table_=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        self.__dict__.pop("_int_h_s_cache", None)
         return super().update(scale_table=scale_table() if scale_table_ is None else scale_table_,
                               force=force, update_quantiles=update_quantiles)
 
@@ -146,6 +180,23 @@ def _synthesis(M: int, N: int, cout: int) -> nn.Sequential:
     )
 
 
+@contextlib.contextmanager
+def _one_thread(x: torch.Tensor):
+    """Run the pixel synthesis of ``compress``/``decompress`` on one CPU thread: oneDNN and MKL split some
+    reductions (GDN's 1x1 convolution, transposed convolutions, convolutions with few output channels)
+    across threads, so their float results depend on the thread count, and a P-frame chain would drift
+    between an encoder and a decoder that use different counts. One thread fixes the summation order."""
+    n = torch.get_num_threads()
+    if x.device.type != "cpu" or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 class IntraModel(_GainedHyperprior):
     """I-frame model: a variable-rate mean-scale hyperprior on the 6-channel 4:2:0 layout."""
 
@@ -158,14 +209,18 @@ class IntraModel(_GainedHyperprior):
         y_hat, lik = self._code(self.g_a(x), q)
         return {"x_hat": self.g_s(y_hat), "likelihoods": lik}
 
+    def _reconstruct(self, y_hat: torch.Tensor) -> torch.Tensor:
+        with _one_thread(y_hat):
+            return self.g_s(y_hat)
+
     @torch.no_grad()
     def compress(self, x: torch.Tensor, q: int):
         strings, shape, y_hat = self._compress_latent(self.g_a(x), q)
-        return {"strings": strings, "shape": shape, "x_hat": self.g_s(y_hat)}
+        return {"strings": strings, "shape": shape, "x_hat": self._reconstruct(y_hat)}
 
     @torch.no_grad()
     def decompress(self, strings, shape, q: int):
-        return {"x_hat": self.g_s(self._decompress_latent(strings, shape, q))}
+        return {"x_hat": self._reconstruct(self._decompress_latent(strings, shape, q))}
 
 
 class InterModel(_GainedHyperprior):
@@ -191,11 +246,15 @@ class InterModel(_GainedHyperprior):
             _, lik["mv"] = self.mv_entropy(mvd.float())
         return {"x_hat": self._synth(y_hat, pred), "likelihoods": lik}
 
+    def _reconstruct(self, y_hat, pred):
+        with _one_thread(y_hat):
+            return self._synth(y_hat, pred)
+
     @torch.no_grad()
     def compress(self, x: torch.Tensor, pred: torch.Tensor, q: int):
         strings, shape, y_hat = self._compress_latent(self.g_a(torch.cat((x - pred, pred), 1)), q)
-        return {"strings": strings, "shape": shape, "x_hat": self._synth(y_hat, pred)}
+        return {"strings": strings, "shape": shape, "x_hat": self._reconstruct(y_hat, pred)}
 
     @torch.no_grad()
     def decompress(self, strings, shape, pred: torch.Tensor, q: int):
-        return {"x_hat": self._synth(self._decompress_latent(strings, shape, q), pred)}
+        return {"x_hat": self._reconstruct(self._decompress_latent(strings, shape, q), pred)}
