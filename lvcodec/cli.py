@@ -189,3 +189,7 @@ def demo(quality, frames, keyint, size):
     click.echo(f"quality {quality}, keyint {keyint}: {st.bytes} bytes, {st.bpp:.4f} bpp, "
                f"PSNR-YUV {psnr:.2f} dB, encode {st.fps:.2f} fps, decode {len(decoded) / dt:.2f} fps")
 
+
+from .bench.cli import bench  # noqa: E402  (lvc bench; imports nothing heavy until it runs)
+
+main.add_command(bench)
