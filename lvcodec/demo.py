@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Iterator
+
 from .frames import Picture, from_av
 
 
 def demo_clip(frames: int = 32, width: int = 352, height: int = 288) -> list[Picture]:
     """``frames`` pictures of a smooth pan and zoom across a mosaic of three skimage photos."""
+    return list(iter_demo_clip(frames, width, height))
+
+
+def iter_demo_clip(frames: int = 32, width: int = 352, height: int = 288) -> Iterator[Picture]:
+    """:func:`demo_clip` made one picture at a time (for long clips: nothing is kept)."""
     import av
     import torch
     import torch.nn.functional as F
@@ -19,7 +26,6 @@ def demo_clip(frames: int = 32, width: int = 352, height: int = 288) -> list[Pic
     mosaic = np.concatenate([t[:h] for t in tiles], axis=1)  # ~ 300 x 1475 RGB
     src = torch.from_numpy(mosaic).permute(2, 0, 1)[None].float()
     H, W = mosaic.shape[:2]
-    pics = []
     for t in range(frames):
         # A camera panning right at ~3 output pixels per frame while zooming in 0.5 % per frame
         # (bouncing back at the edge of the mosaic), as a hand-held or tripod pan would.
@@ -37,5 +43,4 @@ def demo_clip(frames: int = 32, width: int = 352, height: int = 288) -> list[Pic
         rgb = rgb[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
         pic = from_av(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"))
         pic.pts = t
-        pics.append(pic)
-    return pics
+        yield pic
