@@ -55,7 +55,7 @@ def _codecs(ctx, param, value):
               help="SVT-AV1 CRFs")
 @click.option("--downscale", is_flag=True, help="halve clips wider than 640 pixels (2x2 area filter) first")
 @click.option("--anchor", default="x264", show_default=True, help="codec the BD-rates of all others are taken against")
-@click.option("--out", "out", default="bench-results", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", "out", default="bench-out", show_default=True, type=click.Path(file_okay=False),
               help="folder for results.json, report.md, the PNGs and the run cache")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
               help="clips benchmarked in parallel processes (timings then share the CPU)")

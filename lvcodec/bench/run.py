@@ -171,7 +171,7 @@ def _describe_event(e: dict) -> str:
             f"{' (cached)' if r.get('from_cache') else ''}{flag}")
 
 
-def run_bench(clips=None, config: BenchConfig | None = None, out="bench-results", progress: bool = True,
+def run_bench(clips=None, config: BenchConfig | None = None, out="bench-out", progress: bool = True,
               report: bool = True) -> dict:
     """Run the benchmark on ``clips`` (paths or ``demo[:WxH]``; default :func:`~lvcodec.bench.clips.default_clips`)
     and write ``results.json`` (and, with ``report``, ``report.md`` and the PNG plots) into ``out``.
@@ -210,6 +210,7 @@ def run_bench(clips=None, config: BenchConfig | None = None, out="bench-results"
     finally:
         bar.close()
     prov["seconds"] = round(time.time() - started, 1)
+    prov["runs_from_cache"] = sum(bool(r.get("from_cache")) for c in clip_results for r in c.get("runs", []))
     prov["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     results = assemble(clip_results, config, prov)
     _write_atomic(out / "results.json", dumps(results))
@@ -380,7 +381,8 @@ def provenance(config: BenchConfig) -> dict:
     from ..codec import MODEL_NAME, WEIGHTS, weights_hash
 
     return {
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "command": " ".join(["python -m lvcodec.bench" if sys.argv[0].endswith("__main__.py")
+                             else Path(sys.argv[0]).name] + sys.argv[1:]),
         "cwd": os.getcwd(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "lvcodec": lvcodec.__version__, "model": MODEL_NAME, "weights_hash": weights_hash().hex(),

@@ -1,0 +1,5 @@
+"""``python -m lvcodec.bench ...`` is ``lvc bench ...``."""
+
+from .cli import bench
+
+bench(prog_name="python -m lvcodec.bench")
