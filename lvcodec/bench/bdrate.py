@@ -11,6 +11,10 @@ dropped points are reported. The overlap is the package's measure: the length of
 curves cover divided by the length of the interval either covers. Below ``min_overlap`` (default 0.75,
 the package's) a warning is raised and recorded: the number then extrapolates neither curve but rests on a
 small common range. With no overlap, or fewer than two points left on a curve, there is no BD-rate.
+
+:func:`bd_metric` is the companion figure (BD-PSNR, generalised to any metric): the average quality gain
+at equal rate, over the common log-rate interval; it exists where the rates overlap even when the qualities
+do not.
 """
 
 from __future__ import annotations
@@ -58,6 +62,18 @@ def bd_rate(anchor, test, method: str = "akima", min_overlap: float = DEFAULT_MI
             warn: bool = True) -> BDResult:
     """BD-rate in percent of ``test`` against ``anchor``, each a sequence of (rate, metric) points
     (any rate unit, the same for both; a metric where higher is better, e.g. PSNR in dB)."""
+    return _bd(anchor, test, method, min_overlap, warn, "rate")
+
+
+def bd_metric(anchor, test, method: str = "akima", min_overlap: float = DEFAULT_MIN_OVERLAP,
+              warn: bool = True) -> BDResult:
+    """BD-PSNR generalised to any metric: the average metric gain of ``test`` over ``anchor`` at equal rate
+    (in the metric's unit, e.g. dB), over the log-rate interval both curves cover. Defined where the rates
+    overlap, so it still says something when the qualities do not (and BD-rate cannot)."""
+    return _bd(anchor, test, method, min_overlap, warn, "metric")
+
+
+def _bd(anchor, test, method, min_overlap, warn, kind) -> BDResult:
     import bjontegaard as bd
     import numpy as np
 
@@ -68,21 +84,26 @@ def bd_rate(anchor, test, method: str = "akima", min_overlap: float = DEFAULT_MI
     dropped = {k: v for k, v in (("anchor", da), ("test", dt)) if v}
     if len(a) < 2 or len(t) < 2:
         return BDResult(None, 0.0, method, None, "fewer than two usable points on a curve", dropped)
-    ma, mt = [p[1] for p in a], [p[1] for p in t]
-    lo, hi = max(ma[0], mt[0]), min(ma[-1], mt[-1])
-    union = max(ma[-1], mt[-1]) - min(ma[0], mt[0])
+    axis = 1 if kind == "rate" else 0  # the common interval: of the metric (BD-rate) or of log rate (BD-metric)
+    what = "quality" if kind == "rate" else "rate"
+    xa = [p[axis] if axis else math.log10(p[0]) for p in a]
+    xt = [p[axis] if axis else math.log10(p[0]) for p in t]
+    lo, hi = max(xa[0], xt[0]), min(xa[-1], xt[-1])
+    union = max(xa[-1], xt[-1]) - min(xa[0], xt[0])
     overlap = max(hi - lo, 0.0) / union if union > 0 else 0.0
+    interval = (lo, hi) if kind == "rate" else (10**lo, 10**hi)
     if hi <= lo:
-        return BDResult(None, 0.0, method, None, "the curves do not overlap in quality", dropped)
+        return BDResult(None, 0.0, method, None, f"the curves do not overlap in {what}", dropped)
+    fn = bd.bd_rate if kind == "rate" else bd.bd_psnr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the package's own overlap warning: we report ours
-        v = float(bd.bd_rate([p[0] for p in a], ma, [p[0] for p in t], mt, method=method,
-                             require_matching_points=False, min_overlap=0))
+        v = float(fn([p[0] for p in a], [p[1] for p in a], [p[0] for p in t], [p[1] for p in t], method=method,
+                     require_matching_points=False, min_overlap=0))
     note = ""
     if overlap < min_overlap:
-        note = f"curves overlap over {overlap:.0%} of their quality range only (< {min_overlap:.0%})"
+        note = f"curves overlap over {overlap:.0%} of their {what} range only (< {min_overlap:.0%})"
         if warn:
-            warnings.warn(note, OverlapWarning, stacklevel=2)
+            warnings.warn(note, OverlapWarning, stacklevel=3)
     if not np.isfinite(v):
-        return BDResult(None, overlap, method, (lo, hi), "interpolation gave no finite value", dropped)
-    return BDResult(v, overlap, method, (lo, hi), note, dropped)
+        return BDResult(None, overlap, method, interval, "interpolation gave no finite value", dropped)
+    return BDResult(v, overlap, method, interval, note, dropped)

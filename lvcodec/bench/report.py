@@ -36,7 +36,7 @@ def _curves(ax, clip: dict, codecs: list[str], metric: str, legend: bool) -> Non
     ax.set_xscale("log")
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_formatter(fmt)
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "1235" else ""))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.grid(True, which="both", alpha=0.3)
     ax.set_xlabel("bits per pixel")
@@ -77,10 +77,12 @@ def plot_summary(clips: list[dict], codecs: list[str], path: Path, config: dict)
             if i == 0:
                 ax.set_title(f"{clip['name']} {clip['width']}x{clip['height']}", fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8)
+    ncol = min(len(labels), 2 * n + 1)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8)
     fig.suptitle(f"lvc bench: {n} clip{'s' if n > 1 else ''}, first {config['frames']} frames, "
                  f"keyint {config['keyint']}")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    rows = -(-len(labels) // ncol)
+    fig.tight_layout(rect=(0, 0.035 * rows + 0.01, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -89,7 +91,7 @@ def plot_summary(clips: list[dict], codecs: list[str], path: Path, config: dict)
 
 
 def _bd_index(results: dict) -> dict:
-    return {(r["clip"], r["test"], r["anchor"], r["metric"], r["method"]): r for r in results["bd_rate"]}
+    return {(r["clip"], r["test"], r["anchor"], r["kind"], r["metric"], r["method"]): r for r in results["bd"]}
 
 
 def _cell(rec: dict | None) -> str:
@@ -102,18 +104,20 @@ def _cell(rec: dict | None) -> str:
         mark = f" ({rec['overlap']:.0%} overlap)"
     elif rec["clip"] == "mean" and rec["clips_used"] < rec["clips"]:
         mark = f" ({rec['clips_used']}/{rec['clips']} clips)"
-    return f"{rec['value']:+.1f} %{mark}"
+    unit = " %" if rec["kind"] == "rate" else " dB"
+    return f"{rec['value']:+.{1 if rec['kind'] == 'rate' else 2}f}{unit}{mark}"
 
 
 def bd_table(results: dict, test: str, anchors: list[str], method: str = "akima",
-             metrics=PLOT_METRICS) -> str:
-    """Markdown: BD-rate of ``test`` against each of ``anchors``, per clip and mean, on ``metrics``."""
+             metrics=PLOT_METRICS, kind: str = "rate") -> str:
+    """Markdown: BD-rate (``kind`` "rate") or BD-metric ("metric") of ``test`` against each of ``anchors``,
+    per clip and mean, on ``metrics``."""
     idx = _bd_index(results)
     head = ["clip"] + [f"vs {C.label(a)} {METRIC_LABELS[m].split(' (')[0]}" for a in anchors for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     names = [c["name"] for c in results["clips"] if "error" not in c] + ["mean"]
     for clip in names:
-        cells = [_cell(idx.get((clip, test, a, m, method))) for a in anchors for m in metrics]
+        cells = [_cell(idx.get((clip, test, a, kind, m, method))) for a in anchors for m in metrics]
         lines.append(f"| {'**mean**' if clip == 'mean' else clip} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -151,8 +155,10 @@ def summary_markdown(results: dict) -> str:
     anchors = [n for n in names if n != "lvc" and not C.split(n)[1]]
     parts = []
     if "lvc" in names and anchors:
-        parts.append("BD-rate of lvc (Akima; negative: lvc needs fewer bits for the same quality):\n\n"
-                     + bd_table(results, "lvc", anchors))
+        parts.append("BD-rate of lvc (Akima; negative: lvc needs fewer bits for the same quality; n/a: the "
+                     "curves do not overlap in quality):\n\n" + bd_table(results, "lvc", anchors))
+        parts.append("BD-PSNR / BD-MS-SSIM of lvc (Akima; the average quality difference at equal rate, in dB; "
+                     "positive: lvc is better):\n\n" + bd_table(results, "lvc", anchors, kind="metric"))
     parts.append("Encode / decode fps (median over the rate points):\n\n" + speed_table(results))
     return "\n\n".join(parts)
 
@@ -184,7 +190,10 @@ def report_markdown(results: dict) -> str:
                     "n/a: the curves do not overlap in quality; a percentage in brackets: the curves overlap "
                     f"over less than {cfg['min_overlap']:.0%} of their quality range):", "",
                     bd_table(results, "lvc", others), "", "The same with PCHIP interpolation:", "",
-                    bd_table(results, "lvc", others, "pchip"), ""]
+                    bd_table(results, "lvc", others, "pchip"), "",
+                    "BD-PSNR / BD-MS-SSIM (Akima): the average quality difference at equal rate over the rates "
+                    "both curves cover, in dB (positive: lvc is better); defined even where the qualities do "
+                    "not overlap:", "", bd_table(results, "lvc", others, kind="metric"), ""]
         ai_others = [n for n in ai if n != "lvc-intra"]
         if "lvc-intra" in names:
             out += ["### All-intra ablation", "",
@@ -201,7 +210,7 @@ def report_markdown(results: dict) -> str:
                 "| codec | PSNR-YUV Akima | PSNR-YUV PCHIP | MS-SSIM-Y Akima | MS-SSIM-Y PCHIP | PSNR-RGB Akima | "
                 "MS-SSIM-RGB Akima |", "|---|---:|---:|---:|---:|---:|---:|"]
         for n in rest:
-            cells = [_cell(idx.get(("mean", n, anchor, m, meth))) for m, meth in
+            cells = [_cell(idx.get(("mean", n, anchor, "rate", m, meth))) for m, meth in
                      (("psnr_yuv", "akima"), ("psnr_yuv", "pchip"), ("msssim_y_db", "akima"),
                       ("msssim_y_db", "pchip"), ("psnr_rgb", "akima"), ("msssim_rgb_db", "akima"))]
             out.append(f"| {C.label(n)} | " + " | ".join(cells) + " |")

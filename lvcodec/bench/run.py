@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import codecs as C
-from .bdrate import DEFAULT_MIN_OVERLAP, METHODS, bd_rate
+from .bdrate import DEFAULT_MIN_OVERLAP, METHODS, bd_metric, bd_rate
 
 DEFAULT_CODECS = ("lvc", "x264", "x265", "svtav1")
 DEFAULT_QUALITIES = tuple(range(1, 9))
@@ -22,6 +22,7 @@ DEFAULT_CRFS = (22, 26, 30, 34, 38)  # x264 / x265: about 0.02-0.4 bpp on the be
 DEFAULT_SVTAV1_CRFS = (27, 36, 45, 54, 63)  # SVT-AV1 (1..63): about the same PSNR range on the bench clips
 #: metrics that get BD-rates (MS-SSIM in dB, see lvcodec.bench.metrics)
 BD_METRICS = ("psnr_yuv", "msssim_y_db", "psnr_rgb", "msssim_rgb_db")
+BD_METRIC_METRICS = ("psnr_yuv", "msssim_y_db")  # metrics that also get a BD-metric (BD-PSNR) figure
 CACHE_VERSION = 1  # bump when what a run measures changes
 
 
@@ -246,11 +247,15 @@ def _run_parallel(specs, config, out, notify):
 
 
 def dumps(results: dict) -> str:
-    """JSON with one line per list of numbers (the per-frame series) so the file stays readable."""
-    text = json.dumps(results, indent=1)
-    return re.sub(r"\[[-+0-9.eE,\s]*\]",
+    """JSON, indented, but with one line per list of numbers (the per-frame series) and per BD record, so
+    that the file stays readable."""
+    marker = "\u0000bd-records\u0000"
+    text = json.dumps({**results, "bd": marker}, indent=1)
+    text = re.sub(r"\[[-+0-9.eE,\s]*\]",
                   lambda m: "[" + ", ".join(x.strip() for x in m.group(0)[1:-1].split(",") if x.strip()) + "]",
-                  text) + "\n"
+                  text)
+    bd = "[\n" + ",\n".join("  " + json.dumps(r) for r in results.get("bd", [])) + "\n ]"
+    return text.replace(json.dumps(marker), bd) + "\n"
 
 
 # -- results ---------------------------------------------------------------------------------------------
@@ -260,31 +265,43 @@ def _ok_runs(clip: dict, name: str) -> list[dict]:
     return [r for r in clip.get("runs", []) if r.get("codec") == name and "error" not in r]
 
 
-def bd_records(clips: list[dict], config: BenchConfig) -> list[dict]:
-    """BD-rate of every codec against every other, per clip and metric and method, plus the mean over clips
-    (of the clips where it exists; ``clips_used`` counts them)."""
+def bd_pairs(config: BenchConfig) -> list[tuple[str, str]]:
+    """(test, anchor) pairs that get BD figures: every codec against the chosen anchor, and lvc and lvc
+    all-intra against every other codec."""
     names = config.run_codecs()
+    pairs = [(n, config.anchor) for n in names if n != config.anchor]
+    for test in ("lvc", "lvc-intra"):
+        if test in names:
+            pairs += [(test, a) for a in names if a != test]
+    return list(dict.fromkeys(pairs))
+
+
+def bd_records(clips: list[dict], config: BenchConfig) -> list[dict]:
+    """BD figures of :func:`bd_pairs` per clip, metric and method, plus the mean over clips (of the clips
+    where one exists; ``clips_used`` counts them). ``kind`` "rate": BD-rate in percent (all of
+    :data:`BD_METRICS`); "metric": the average metric gain at equal rate, e.g. BD-PSNR in dB (PSNR-YUV and
+    MS-SSIM-Y only)."""
     recs = []
     for clip in clips:
-        for metric in BD_METRICS:
-            for anchor in names:
+        for test, anchor in bd_pairs(config):
+            for metric in BD_METRICS:
                 a = [(r["bpp"], r[metric]) for r in _ok_runs(clip, anchor)]
-                for test in names:
-                    if test == anchor:
+                t = [(r["bpp"], r[metric]) for r in _ok_runs(clip, test)]
+                for kind, fn in (("rate", bd_rate), ("metric", bd_metric)):
+                    if kind == "metric" and metric not in BD_METRIC_METRICS:
                         continue
-                    t = [(r["bpp"], r[metric]) for r in _ok_runs(clip, test)]
                     for method in METHODS:
-                        res = bd_rate(a, t, method, config.min_overlap, warn=False)
-                        recs.append({"clip": clip["name"], "test": test, "anchor": anchor, "metric": metric,
-                                     **res.as_dict()})
-    means = {}
+                        res = fn(a, t, method, config.min_overlap, warn=False)
+                        recs.append({"clip": clip["name"], "test": test, "anchor": anchor, "kind": kind,
+                                     "metric": metric, **res.as_dict()})
+    groups = {}
     for r in recs:
-        means.setdefault((r["test"], r["anchor"], r["metric"], r["method"]), []).append(r)
-    for (test, anchor, metric, method), rs in means.items():
+        groups.setdefault((r["test"], r["anchor"], r["kind"], r["metric"], r["method"]), []).append(r)
+    for (test, anchor, kind, metric, method), rs in groups.items():
         vals = [r["value"] for r in rs if r["value"] is not None]
         low = [r["clip"] for r in rs if r["note"]]
-        recs.append({"clip": "mean", "test": test, "anchor": anchor, "metric": metric, "method": method,
-                     "value": sum(vals) / len(vals) if vals else None, "clips_used": len(vals),
+        recs.append({"clip": "mean", "test": test, "anchor": anchor, "kind": kind, "metric": metric,
+                     "method": method, "value": sum(vals) / len(vals) if vals else None, "clips_used": len(vals),
                      "clips": len(rs), "overlap": min(r["overlap"] for r in rs),
                      "note": (f"{len(rs) - len(vals)} of {len(rs)} clips have no value; " if len(vals) < len(rs)
                               else "") + (f"low overlap or no value on {', '.join(low)}" if low else "")})
@@ -328,7 +345,7 @@ def assemble(clip_results: list[dict], config: BenchConfig, prov: dict) -> dict:
             "codecs": {n: {"label": C.label(n), "settings": list(config.settings(n)),
                            "options": C.run_options(n, "<setting>", config.keyint)}  # type: ignore[arg-type]
                        for n in config.run_codecs()},
-            "clips": clip_results, "bd_rate": bd_records(ok, config),
+            "clips": clip_results, "bd": bd_records(ok, config),
             "speed": speed_summary(ok, config), "failed_runs": failed, "check_problems": checks}
 
 
