@@ -44,8 +44,10 @@ MAX_PACKET_BYTES = 1 << 26  # 64 MiB: far above any picture up to 8192x8192
 MAX_CHUNK_BYTES = 1 << 24
 MAX_PTS = (1 << 53) - 1
 
-#: Model ids written into streams: a fixed table, never derived from registration order.
+#: Model ids written into streams: a fixed table, never derived from registration order. Ids
+#: 0x8000..0xFFFF are for third-party models (resolved by the decoder's model registry).
 MODEL_IDS = {1: "lvc-hyperprior-v1"}
+PRIVATE_MODEL_IDS = range(0x8000, 0x10000)
 #: Entropy coder ids.
 ENTROPY_CODERS = {1: "rans64"}
 CHROMA_420 = 1
@@ -133,6 +135,8 @@ class SequenceHeader:
 
     @property
     def model_name(self) -> str:
+        if self.model_id in PRIVATE_MODEL_IDS:
+            return f"third-party 0x{self.model_id:04x}"
         return MODEL_IDS.get(self.model_id, f"unknown ({self.model_id})")
 
     def pack(self) -> bytes:
@@ -181,7 +185,7 @@ class SequenceHeader:
                                  f"{self.bit_depth} bits; this reader: 4:2:0, 8 bits)")
         if self.full_range > 1:
             raise BitstreamError(f"invalid full_range flag {self.full_range}")
-        if self.model_id not in MODEL_IDS:
+        if self.model_id not in MODEL_IDS and self.model_id not in PRIVATE_MODEL_IDS:
             raise BitstreamError(f"unknown model id {self.model_id} (known: {sorted(MODEL_IDS)})")
         if self.entropy_coder not in ENTROPY_CODERS:
             raise BitstreamError(f"unknown entropy coder id {self.entropy_coder}")

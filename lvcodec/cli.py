@@ -51,18 +51,25 @@ def main() -> None:
 @main.command()
 @click.argument("src")
 @click.argument("dst")
-@click.option("-q", "--quality", type=QUALITY, default=4, show_default=True, help="1 (smallest) .. 8 (best)")
+@click.option("-q", "--quality", type=click.IntRange(1, 255), default=4, show_default=True,
+              help=f"1 (smallest) .. {NUM_QUALITIES} (best) for the default model")
 @click.option("--keyint", type=click.IntRange(1, 65535), default=32, show_default=True, help="I-frame period")
 @click.option("--frames", type=click.IntRange(1), default=None, help="encode at most this many frames")
 @click.option("-y", "--overwrite", is_flag=True, help="overwrite DST if it exists")
+@click.option("--model", default="lvc-hyperprior-v1", show_default=True, help="a registered model (lvc models)")
 @click.option("--quiet", is_flag=True, help="no progress bar or summary")
 @_errors
-def encode(src, dst, quality, keyint, frames, overwrite, quiet):
+def encode(src, dst, quality, keyint, frames, overwrite, model, quiet):
     """Encode SRC (any video PyAV reads; - for stdin) to the .lvc file DST (- for stdout)."""
     from .codec import encode as run
+    from .registry import model_class
 
+    levels = model_class(model).num_qualities
+    if quality > levels:
+        raise click.BadParameter(f"{quality} is not in the range 1..{levels} of model {model}",
+                                 param_hint="'-q' / '--quality'")
     st = run(src, dst, quality=quality, keyint=keyint, overwrite=overwrite, max_frames=frames,
-             progress=not quiet)
+             progress=not quiet, model=model)
     if st.source_pix_fmt not in ("yuv420p", "yuvj420p"):
         click.echo(f"lvc: note: input is {st.source_pix_fmt}, coded as 8-bit 4:2:0 (yuv420p)", err=True)
     if st.variable_rate:
@@ -158,6 +165,18 @@ def info(src, as_json, per_frame):
     click.echo(f"{s['frames']} frames ({s['keyframes']} keyframes), {s['duration']:.3f} s, {s['file_bytes']} bytes, "
                f"{s['bitrate_kbps']:.1f} kbit/s, container overhead {s['overhead_bytes']} bytes "
                f"({100 * s['overhead_share']:.2f} %)")
+
+
+@main.command("models")
+@_errors
+def models_():
+    """List the registered models: shipped ones and installed plugins (entry points "lvcodec.models")."""
+    from .registry import list_models, model_class
+
+    for name in list_models():
+        c = model_class(name)
+        click.echo(f"{name:24s} id 0x{c.model_id:04x}  qualities 1..{c.num_qualities}  "
+                   f"{'intra+inter' if c.has_inter else 'intra only'}  {c.__module__}.{c.__qualname__}")
 
 
 @main.command()

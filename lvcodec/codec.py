@@ -9,13 +9,11 @@ the DPB holds the reconstruction rounded to 8 bits, computed by the same code th
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -23,84 +21,58 @@ import numpy as np
 from . import bitstream as bs
 from .errors import BitstreamError, InputError, OutputExistsError
 from .frames import Picture, from_tensor, quantize8, read_pictures, to_tensor
+from .registry import DEFAULT_MODEL, check_quality as _check_quality, load_model, model_class, model_class_by_id
+from .zoo import WEIGHTS, load_models, mv_lambda, weights_hash  # noqa: F401  (re-exported)
 
 DEFAULT_QUALITY = 4
 DEFAULT_KEYINT = 32
-MODEL_NAME = "lvc-hyperprior-v1"
+MODEL_NAME = DEFAULT_MODEL
 MODEL_ID = 1
-#: Shipped weights: file name and SHA-256 (checked at load).
-WEIGHTS = {
-    "intra": ("intra-f235ebb4.safetensors", "f235ebb4639714df8ac53bbb257c1843028624ef441ea552e4e6c8c854a3ea9b"),
-    "inter": ("inter-18ec3b73.safetensors", "18ec3b73c1536763a56ecb14906a1c66546e8836173891fdc22b8ee0621c4b17"),
-}
 
 
-def mv_lambda(q: int) -> float:
-    """Smoothness weight of the motion search at quality ``q`` (1..8): stronger at low rates."""
-    return 0.25 * 1.9 ** (-(q - 1) / 2)
-
-
-def weights_hash() -> bytes:
-    """SHA-256 identifying the shipped weights, written in every stream header: the SHA-256 of the
-    concatenated hex SHA-256s of the weight files (intra, inter)."""
-    return hashlib.sha256("".join(h for _, h in WEIGHTS.values()).encode()).digest()
-
-
-@lru_cache(maxsize=1)
-def load_models():
-    """The shipped intra and inter models (eval mode, CPU), weights verified against their SHA-256."""
-    from .models import InterModel, IntraModel
-    from .weights import WEIGHTS_DIR, load_state
-
-    intra, inter = IntraModel(), InterModel()
-    intra.load_state_dict(load_state(WEIGHTS_DIR / WEIGHTS["intra"][0], WEIGHTS["intra"][1]))
-    inter.load_state_dict(load_state(WEIGHTS_DIR / WEIGHTS["inter"][0], WEIGHTS["inter"][1]))
-    return intra.eval(), inter.eval()
-
-
-def check_quality(quality: int) -> int:
-    from .models import NUM_QUALITIES
-
-    if not isinstance(quality, (int, np.integer)) or not 1 <= quality <= NUM_QUALITIES:
-        raise ValueError(f'invalid quality "{quality}", should be between 1 and {NUM_QUALITIES}')
-    return int(quality)
+def check_quality(quality: int, model: str = DEFAULT_MODEL) -> int:
+    """``quality`` as an int, or a ValueError naming it and the model's range."""
+    return _check_quality(quality, model_class(model).num_qualities)
 
 
 class Encoder:
-    """Codes pictures one by one into packets; ``encode`` also returns the decoder's reconstruction."""
+    """Codes pictures one by one into packets with a registered model (the DPB is the decoded previous
+    picture); ``encode`` also returns the decoder's reconstruction."""
 
-    def __init__(self, width: int, height: int, quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT):
-        if keyint < 1 or keyint > 65535:
+    def __init__(self, width: int, height: int, quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT,
+                 model: str = DEFAULT_MODEL):
+        if not isinstance(keyint, int) or not 1 <= keyint <= 65535:
             raise ValueError(f'invalid keyint "{keyint}", should be between 1 and 65535')
-        self.quality = check_quality(quality)
-        self.keyint = keyint
+        self.model = load_model(model)
+        self.quality = _check_quality(quality, self.model.num_qualities)
+        self.keyint = keyint if self.model.has_inter else 1
         self.width, self.height = width, height
-        self.intra, self.inter = load_models()
         self.ref = None  # DPB: decoded previous picture, padded, 6-channel layout
         self.count = 0
+
+    def header(self, rate: Fraction, colour: dict | None = None) -> bs.SequenceHeader:
+        """The sequence header of the stream this encoder makes."""
+        m = self.model.downsampling
+        return bs.SequenceHeader(self.width, self.height, rate.numerator, rate.denominator, self.model.model_id,
+                                 self.quality, self.keyint, self.model.weights_sha256(),
+                                 coded_width=-(-self.width // m) * m, coded_height=-(-self.height // m) * m,
+                                 **(colour or {}))
 
     def encode(self, pic: Picture) -> tuple[bs.Packet, Picture]:
         import torch
 
-        from . import motion
-
         if (pic.width, pic.height) != (self.width, self.height):
             raise InputError(f"frame {self.count} is {pic.width}x{pic.height}, the stream is "
                              f"{self.width}x{self.height} (size changes are not supported)")
-        q = self.quality - 1
         with torch.no_grad():
-            x = to_tensor(pic, self.intra.downsampling)
+            x = to_tensor(pic, self.model.downsampling)
             if self.count % self.keyint == 0:
-                out = self.intra.compress(x, q)
-                packet = bs.Packet(bs.FRAME_I, pic.pts, [out["strings"][0][0], out["strings"][1][0]])
+                subs, x_hat = self.model.encode_intra(x, self.quality)
+                packet = bs.Packet(bs.FRAME_I, pic.pts, subs)
             else:
-                mv = motion.search(x, self.ref, lam=mv_lambda(self.quality))
-                mvd = mv - motion.mv_prediction(mv)
-                mv_string = self.inter.mv_entropy.compress(mvd.float())[0]
-                pred = motion.compensate(self.ref, mv)
-                out = self.inter.compress(x, pred, q)
-                packet = bs.Packet(bs.FRAME_P, pic.pts, [mv_string, out["strings"][0][0], out["strings"][1][0]])
-            self.ref = quantize8(out["x_hat"])
+                subs, x_hat = self.model.encode_inter(x, self.ref, self.quality)
+                packet = bs.Packet(bs.FRAME_P, pic.pts, subs)
+            self.ref = quantize8(x_hat)
         self.count += 1
         return packet, from_tensor(self.ref, self.width, self.height, pic.pts)
 
@@ -109,22 +81,19 @@ class Decoder:
     """Decodes the packets of one stream in order; :meth:`conceal` stands in for a lost picture."""
 
     def __init__(self, header: bs.SequenceHeader):
-        from .models import NUM_QUALITIES
-
-        if header.weights_sha256 != weights_hash():
+        self.model = load_model(model_class_by_id(header.model_id).name)
+        if header.weights_sha256 != self.model.weights_sha256():
             raise BitstreamError(f"stream was made with other weights ({header.weights_sha256.hex()[:16]}..., "
-                                 f"this lvcodec has {weights_hash().hex()[:16]}...)")
+                                 f"this lvcodec has {self.model.weights_sha256().hex()[:16]}... for {self.model.name})")
         self.header = header
-        self.intra, self.inter = load_models()
-        m = self.intra.downsampling
+        m = self.model.downsampling
         self.hp = -(-header.height // m) * m
         self.wp = -(-header.width // m) * m
         if (header.coded_width, header.coded_height) != (self.wp, self.hp):
             raise BitstreamError(f"coded size {header.coded_width}x{header.coded_height} does not match "
-                                 f"model {header.model_name} ({self.wp}x{self.hp} for {header.width}x{header.height})")
-        if header.quality > NUM_QUALITIES:
-            raise BitstreamError(f"quality {header.quality} out of range (1..{NUM_QUALITIES})")
-        self.num_qualities = NUM_QUALITIES
+                                 f"model {self.model.name} ({self.wp}x{self.hp} for {header.width}x{header.height})")
+        if header.quality > self.model.num_qualities:
+            raise BitstreamError(f"quality {header.quality} out of range (1..{self.model.num_qualities})")
         self.ref = None
         self.concealed = 0
 
@@ -132,33 +101,26 @@ class Decoder:
         """The picture of ``packet``; a damaged or undecodable packet raises :class:`BitstreamError`."""
         import torch
 
-        from . import motion
-
         if packet.damaged:
             raise BitstreamError(f"CRC mismatch in packet pts={packet.pts}")
         quality = packet.quality or self.header.quality
-        if quality > self.num_qualities:
+        if quality > self.model.num_qualities:
             raise BitstreamError(f"quality {quality} out of range in packet pts={packet.pts}")
-        q = quality - 1
-        zshape = (self.hp // 64, self.wp // 64)
+        kind = "I" if packet.frame_type == bs.FRAME_I else "P"
+        names = self.model.substreams_intra if kind == "I" else self.model.substreams_inter
+        if names and len(packet.substreams) != len(names):
+            raise BitstreamError(f"{kind}-frame pts={packet.pts} has {len(packet.substreams)} substreams, "
+                                 f"{self.model.name} codes {len(names)}")
         try:
             with torch.no_grad():
-                if packet.frame_type == bs.FRAME_I:
-                    if len(packet.substreams) != 2:
-                        raise BitstreamError(f"I-frame pts={packet.pts} has {len(packet.substreams)} substreams")
-                    y_s, z_s = packet.substreams
-                    x_hat = self.intra.decompress([[y_s], [z_s]], zshape, q)["x_hat"]
+                if kind == "I":
+                    x_hat = self.model.decode_intra(packet.substreams, (self.hp, self.wp), quality)
                 else:
                     if self.ref is None:
                         raise BitstreamError(f"P-frame pts={packet.pts} has no reference (stream starts mid-GOP)")
-                    if len(packet.substreams) != 3:
-                        raise BitstreamError(f"P-frame pts={packet.pts} has {len(packet.substreams)} substreams")
-                    mv_s, y_s, z_s = packet.substreams
-                    mvd = self.inter.mv_entropy.decompress([mv_s], (self.hp // motion.BLOCK, self.wp // motion.BLOCK))
-                    mvd = torch.round(mvd).to(torch.int64)[0].numpy()
-                    mv = torch.from_numpy(motion.mv_from_residual(mvd))[None].to(torch.int32)
-                    pred = motion.compensate(self.ref, mv)
-                    x_hat = self.inter.decompress([[y_s], [z_s]], zshape, pred, q)["x_hat"]
+                    if not self.model.has_inter:
+                        raise BitstreamError(f"P-frame pts={packet.pts} in a stream of intra-only model {self.model.name}")
+                    x_hat = self.model.decode_inter(packet.substreams, (self.hp, self.wp), self.ref, quality)
         except (RuntimeError, ValueError, IndexError, OverflowError) as e:
             if isinstance(e, BitstreamError):
                 raise
@@ -246,16 +208,15 @@ def psnr_yuv(a: Picture, b: Picture) -> float:
 
 def encode_pictures(pictures: Iterable[Picture], fp, width: int, height: int, rate: Fraction,
                     quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT, progress=None,
-                    colour: dict | None = None) -> EncodeStats:
+                    colour: dict | None = None, model: str = DEFAULT_MODEL) -> EncodeStats:
     """Encode ``pictures`` to the binary file object ``fp``; return exact sizes and the PSNR.
 
     ``colour`` optionally gives the H.273 colour description written in the header
-    (``colour_primaries``, ``transfer_characteristics``, ``matrix_coefficients``, ``full_range``)."""
-    enc = Encoder(width, height, quality, keyint)
+    (``colour_primaries``, ``transfer_characteristics``, ``matrix_coefficients``, ``full_range``);
+    ``model`` names a registered model (:func:`lvcodec.list_models`)."""
+    enc = Encoder(width, height, quality, keyint, model)
     rate = Fraction(rate).limit_denominator(1 << 20)
-    header = bs.SequenceHeader(width, height, rate.numerator, rate.denominator, MODEL_ID, enc.quality,
-                               keyint, weights_hash(), **(colour or {}))
-    w = bs.Writer(fp, header)
+    w = bs.Writer(fp, enc.header(rate, colour))
     n, psnr_sum, t0 = 0, 0.0, time.perf_counter()
     for pic in pictures:
         packet, recon = enc.encode(pic)
@@ -271,16 +232,16 @@ def encode_pictures(pictures: Iterable[Picture], fp, width: int, height: int, ra
 
 
 def encode(src: str, dst: str, quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT,
-           overwrite: bool = False, max_frames: int | None = None, progress: bool = False) -> EncodeStats:
-    """Encode the video file ``src`` (anything PyAV reads, ``-`` for stdin) to the ``.lvc`` file ``dst``.
-
-    The output appears only when complete (``-`` writes to stdout)."""
-    check_quality(quality)
+           overwrite: bool = False, max_frames: int | None = None, progress: bool = False,
+           model: str = DEFAULT_MODEL) -> EncodeStats:
+    """Encode the video file ``src`` (anything PyAV reads, ``-`` for stdin) to the ``.lvc`` file ``dst``
+    with the registered model ``model``. The output appears only when complete (``-`` writes to stdout)."""
+    check_quality(quality, model)
     out = _AtomicOutput(dst, overwrite)  # refuses an existing output before any work
     info, pictures = read_pictures(src, max_frames)
     with out, _bar(progress, "encode") as bar:
         stats = encode_pictures(pictures, out.fp, info.width, info.height, info.rate, quality, keyint, bar,
-                                info.colour)
+                                info.colour, model)
     stats.source_pix_fmt = info.pix_fmt
     stats.variable_rate = info.variable_rate
     return stats

@@ -1,0 +1,89 @@
+"""The models lvcodec ships, registered under their fixed stream ids (``bitstream/SPEC.md`` §7)."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+from .registry import CodecModel, register_model
+
+#: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
+WEIGHTS = {
+    "intra": ("intra-f235ebb4.safetensors", "f235ebb4639714df8ac53bbb257c1843028624ef441ea552e4e6c8c854a3ea9b"),
+    "inter": ("inter-18ec3b73.safetensors", "18ec3b73c1536763a56ecb14906a1c66546e8836173891fdc22b8ee0621c4b17"),
+}
+
+
+def mv_lambda(q: int) -> float:
+    """Smoothness weight of the motion search at quality ``q`` (1..8): stronger at low rates."""
+    return 0.25 * 1.9 ** (-(q - 1) / 2)
+
+
+def weights_hash() -> bytes:
+    """SHA-256 identifying the shipped weights, written in every stream header: the SHA-256 of the
+    concatenated hex SHA-256s of the weight files (intra, inter)."""
+    return hashlib.sha256("".join(h for _, h in WEIGHTS.values()).encode()).digest()
+
+
+@lru_cache(maxsize=1)
+def load_models():
+    """The shipped intra and inter models (eval mode, CPU), weights verified against their SHA-256."""
+    from .models import InterModel, IntraModel
+    from .weights import WEIGHTS_DIR, load_state
+
+    intra, inter = IntraModel(), InterModel()
+    intra.load_state_dict(load_state(WEIGHTS_DIR / WEIGHTS["intra"][0], WEIGHTS["intra"][1]))
+    inter.load_state_dict(load_state(WEIGHTS_DIR / WEIGHTS["inter"][0], WEIGHTS["inter"][1]))
+    return intra.eval(), inter.eval()
+
+
+@register_model("lvc-hyperprior-v1", model_id=1)
+class HyperpriorV1(CodecModel):
+    """Variable-rate mean-scale hyperprior I-frames (:class:`~lvcodec.models.IntraModel`) and P-frames
+    coded given a block-motion-compensated prediction (:class:`~lvcodec.models.InterModel`); the motion
+    is found by search at the encoder (:mod:`lvcodec.motion`) and coded with the inter model's vector
+    prior."""
+
+    has_inter = True
+    num_qualities = 8  # = len(lvcodec.models.LAMBDAS); kept here so the registry needs no torch
+    downsampling = 64
+    substreams_intra = ("y", "z")
+    substreams_inter = ("motion", "y", "z")
+
+    def __init__(self):
+        self.intra, self.inter = load_models()
+
+    def weights_sha256(self) -> bytes:
+        return weights_hash()
+
+    def encode_intra(self, x, quality: int):
+        out = self.intra.compress(x, quality - 1)
+        return [out["strings"][0][0], out["strings"][1][0]], out["x_hat"]
+
+    def decode_intra(self, substreams, coded_size, quality: int):
+        y_s, z_s = substreams
+        shape = (coded_size[0] // 64, coded_size[1] // 64)
+        return self.intra.decompress([[y_s], [z_s]], shape, quality - 1)["x_hat"]
+
+    def encode_inter(self, x, ref, quality: int):
+        from . import motion
+
+        mv = motion.search(x, ref, lam=mv_lambda(quality))
+        mvd = mv - motion.mv_prediction(mv)
+        mv_string = self.inter.mv_entropy.compress(mvd.float())[0]
+        pred = motion.compensate(ref, mv)
+        out = self.inter.compress(x, pred, quality - 1)
+        return [mv_string, out["strings"][0][0], out["strings"][1][0]], out["x_hat"]
+
+    def decode_inter(self, substreams, coded_size, ref, quality: int):
+        import torch
+
+        from . import motion
+
+        mv_s, y_s, z_s = substreams
+        h, w = coded_size
+        mvd = self.inter.mv_entropy.decompress([mv_s], (h // motion.BLOCK, w // motion.BLOCK))
+        mvd = torch.round(mvd).to(torch.int64)[0].numpy()
+        mv = torch.from_numpy(motion.mv_from_residual(mvd))[None].to(torch.int32)
+        pred = motion.compensate(ref, mv)
+        return self.inter.decompress([[y_s], [z_s]], (h // 64, w // 64), pred, quality - 1)["x_hat"]
