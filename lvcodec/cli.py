@@ -212,3 +212,7 @@ def demo(quality, frames, keyint, size):
 from .bench.cli import bench  # noqa: E402  (lvc bench; imports nothing heavy until it runs)
 
 main.add_command(bench)
+
+from .train.cli import train  # noqa: E402  (lvc train; imports nothing heavy until it runs)
+
+main.add_command(train)

@@ -1,0 +1,274 @@
+"""lvc train: config errors, data sampling, a run end to end with export and model card, exact resume,
+and a two-process torchrun (gloo) run. Tiny models on a synthetic data folder made here (never ../shared)."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lvcodec.cli import main
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """Three short videos (two containers, a subfolder), four images (one too small), one stray file."""
+    import av
+    from skimage import data as skd
+    from skimage import io as skio
+
+    root = tmp_path_factory.mktemp("train-data")
+    (root / "video" / "sub").mkdir(parents=True)
+    (root / "images").mkdir()
+    photo = skd.astronaut()
+    for k, (codec, name, w, h) in enumerate([("mpeg4", "v0.mp4", 128, 96), ("ffv1", "sub/v1.mkv", 112, 80),
+                                             ("mpeg4", "v2.avi", 96, 64)]):
+        with av.open(str(root / "video" / name), "w") as c:
+            s = c.add_stream(codec, rate=25)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            for t in range(8):  # a pan over the photo
+                y0, x0 = 100 + 2 * t + 9 * k, 150 + 3 * t
+                fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(photo[y0 : y0 + h, x0 : x0 + w]), format="rgb24")
+                for p in s.encode(fr):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+    skio.imsave(str(root / "images" / "a.png"), skd.coffee()[:160, :200], check_contrast=False)
+    skio.imsave(str(root / "images" / "b.jpg"), skd.chelsea()[:128, :160])
+    skio.imsave(str(root / "images" / "c.png"), skd.camera()[:96, :128], check_contrast=False)  # grey
+    skio.imsave(str(root / "images" / "tiny.png"), skd.coffee()[:40, :40], check_contrast=False)
+    (root / "images" / "notes.txt").write_text("not an image")
+    return root
+
+
+def write_config(path, data_dir, out, stages: str, eval_: str = "qualities = []", extra_train: str = "") -> str:
+    path.write_text(textwrap.dedent(f"""\
+        [model]
+        name = "lvc-hyperprior-v1"
+        args = {{ N = 8, M = 8, Nz = 8, F = 8 }}
+
+        [data]
+        video = ["{data_dir / 'video'}"]
+        images = ["{data_dir / 'images'}"]
+        crop = 64
+        holdout = 0.3
+        cache_mb = 8
+
+        [train]
+        out = "{out}"
+        log_every = 1
+        checkpoint_every = 100
+        {extra_train}
+
+        [eval]
+        {eval_}
+        """) + textwrap.dedent(stages))
+    return str(path)
+
+
+STAGES = """
+    [[stage]]
+    name = "intra"
+    steps = 2
+    lr = 1e-3
+    images = 2
+    sequences = 1
+
+    [[stage]]
+    name = "inter"
+    steps = 2
+    lr = 1e-3
+    lr_final = 5e-4
+    images = 1
+    sequences = 2
+    frames = 3
+    """
+
+
+def lvc(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+# -- the config ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace("[model]", "[model]\nsize = 3"), "unknown key [model].size"),
+    (lambda s: s.replace("crop = 64", "crop = 100"), "[data].crop = 100 should be a multiple of 64"),
+    (lambda s: s.replace("steps = 2\n", 'steps = "many"\n', 1), '[[stage]] 1 ("intra").steps = "many" should be an integer'),
+    (lambda s: s.replace("holdout = 0.3", "holdout = 2.0"), "[data].holdout = 2.0 should be >= 0.0 and <= 0.9"),
+    (lambda s: s.replace("frames = 3", "frames = 3\ntrain = [\"intra\"]"), "codes P-frames but does not train inter"),
+    (lambda s: s.replace("[eval]", "[evaluation]"), "unknown section [evaluation]"),
+    (lambda s: s.replace('name = "lvc-hyperprior-v1"', 'name = "nope"'), 'unknown model "nope"'),
+    (lambda s: s.replace("args = {", "args = {{"), "not valid TOML"),
+    (lambda s: s.split("[[stage]]")[0], "no [[stage]]"),
+    (lambda s: s.replace("[train]", "[train]\nlambdas = [1, 2]"), "[train].lambdas = [1, 2] should be a list of 8"),
+])
+def test_bad_config_is_one_line_exit_2(tmp_path, data_dir, edit, message):
+    cfg = tmp_path / "c.toml"
+    write_config(cfg, data_dir, tmp_path / "run", STAGES)
+    cfg.write_text(edit(cfg.read_text()))
+    r = CliRunner().invoke(main, ["train", str(cfg)])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lvc: error: ") and message in lines[0], r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_config_and_data(tmp_path, data_dir):
+    r = lvc("train", str(tmp_path / "none.toml"))
+    assert r.exit_code == 2 and "no such file" in r.stderr
+    cfg = write_config(tmp_path / "c.toml", data_dir, tmp_path / "run", STAGES)
+    text = open(cfg).read().replace(str(data_dir / "video"), str(tmp_path / "missing"))
+    open(cfg, "w").write(text)
+    r = lvc("train", cfg)
+    assert r.exit_code == 2 and r.stderr.strip().endswith("missing: no such folder"), r.stderr
+
+
+def test_help_imports_no_torch():
+    code = ("import sys; from click.testing import CliRunner; from lvcodec.cli import main; "
+            "r = CliRunner().invoke(main, ['train', '--help']); assert r.exit_code == 0 and 'torchrun' in r.output; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- data -----------------------------------------------------------------------------------------------
+
+
+def test_training_set_batches_and_holdout(data_dir):
+    from lvcodec.train.config import DataConfig
+    from lvcodec.train.data import PictureCache, TrainingSet
+    from lvcodec.frames import Picture
+
+    cfg = DataConfig(video=(str(data_dir / "video"),), images=(str(data_dir / "images"),), crop=64, holdout=0.3,
+                     cache_mb=1)
+    ts = TrainingSet(cfg)
+    assert len(ts.videos.train) == 2 and len(ts.videos.held_out) == 1
+    assert len(ts.images.held_out) == 1 and ts.images.unreadable == [] and len(ts.images.too_small) <= 1
+    assert sum(s.frames for s in ts.videos.train + ts.videos.held_out) == 24
+    y, uv = ts.images_batch(np.random.default_rng(1), 3)
+    assert y.shape == (3, 64, 64) and uv.shape == (3, 2, 32, 32) and y.dtype == np.uint8
+    ys, uvs = ts.sequences_batch(np.random.default_rng(1), 2, 3)
+    assert ys.shape == (2, 3, 64, 64) and uvs.shape == (2, 3, 2, 32, 32)
+    assert not np.array_equal(ys[:, 0], ys[:, 1])  # consecutive frames of a pan differ
+    # the same generator state draws the same batch, whatever the cache holds
+    again = TrainingSet(cfg)
+    again.decoder.cache = PictureCache(0)
+    ys2, uvs2 = again.sequences_batch(np.random.default_rng(1), 2, 3)
+    assert np.array_equal(ys, ys2) and np.array_equal(uvs, uvs2)
+    assert ts.decoder.cache.bytes <= 1 << 20
+    clips = ts.held_out_clips(frames=4, size=64, count=4)
+    assert len(clips) == 1 and len(clips[0][1]) == 4 and isinstance(clips[0][1][0], Picture)
+    assert clips[0][1][0].width == 64
+
+
+def test_bf16_autocast_keeps_entropy_models_fp32():
+    import torch
+
+    from lvcodec.train import build_models
+    from lvcodec.train.precision import autocast_transforms
+
+    intra, _ = build_models("lvc-hyperprior-v1", N=8, M=8, Nz=8, F=8)
+    autocast_transforms(intra, "cpu")
+    seen = {}
+
+    def record(name):
+        def hook(module, args, out):
+            seen.setdefault(name, out.dtype)
+        return hook
+
+    intra.g_a[0].register_forward_hook(record("conv"))
+    intra.g_a[1].register_forward_hook(record("gdn"))
+    out = intra(torch.rand(2, 6, 32, 32), torch.tensor([0, 7]))
+    assert seen == {"conv": torch.bfloat16, "gdn": torch.float32}
+    assert out["x_hat"].dtype == torch.float32
+    assert all(v.dtype == torch.float32 for v in out["likelihoods"].values())
+    out["x_hat"].mean().backward()
+
+
+# -- runs -------------------------------------------------------------------------------------------------
+
+
+def test_train_end_to_end_exports_weights_and_card(tmp_path, data_dir):
+    import torch
+
+    from lvcodec.train import build_models
+    from lvcodec.weights import load_state, sha256_file
+
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.toml", data_dir, out, STAGES, "qualities = [1, 8]\nframes = 3\ncrop = 64")
+    r = lvc("train", cfg, "--threads", "1")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "| 8 |" in r.stdout  # the RD table
+    assert "exported" in r.stderr and "step 4/4 inter" in r.stderr
+    intra_f = glob.glob(str(out / "intra-*.safetensors"))
+    inter_f = glob.glob(str(out / "inter-*.safetensors"))
+    assert len(intra_f) == len(inter_f) == 1
+    intra, inter = build_models("lvc-hyperprior-v1", N=8, M=8, Nz=8, F=8)
+    for model, f in ((intra, intra_f[0]), (inter, inter_f[0])):
+        sha = sha256_file(f)
+        assert os.path.basename(f).split("-")[1].startswith(sha[:8])
+        model.load_state_dict(load_state(f, sha))
+        assert model.entropy_bottleneck._quantized_cdf.numel() > 0  # CDF tables were built
+    # the weights code: compress/decompress round trip of a frame
+    x = torch.rand(1, 6, 32, 32)
+    enc = intra.eval().compress(x, 3)
+    dec = intra.decompress(enc["strings"], enc["shape"], 3)
+    assert torch.equal(dec["x_hat"], enc["x_hat"])
+    card = (out / "MODEL_CARD.md").read_text()
+    for part in ("## Data", "## Schedule", "## λ per quality", "0.07151", "| intra | 2 |",
+                 "| quality | held-out video bpp", "Decoded pictures equal to the encoder's reconstruction: all",
+                 sha256_file(intra_f[0])):
+        assert part in card, part
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and rows[-1]["p_bpp"] and not rows[0]["p_bpp"]
+    assert rows[-1]["lr"] == "0.0005"
+    # a second run into the same folder is refused; --resume of a finished run only exports again
+    r = lvc("train", cfg)
+    assert r.exit_code == 4 and "--resume" in r.stderr
+    r = lvc("train", cfg, "--resume", "--quiet")
+    assert r.exit_code == 0 and glob.glob(str(out / "intra-*.safetensors")) == intra_f
+
+
+def test_resume_is_exact(tmp_path, data_dir):
+    """4 steps in one go == 3 steps, stop (mid-stage), resume for the last: the same bits."""
+    def weights(out):
+        return {os.path.basename(f): open(f, "rb").read() for f in sorted(glob.glob(str(out / "*.safetensors")))}
+
+    cfg = write_config(tmp_path / "c.toml", data_dir, tmp_path / "a", STAGES)
+    assert lvc("train", cfg, "--quiet", "--threads", "1").exit_code == 0
+    r = lvc("train", cfg, "-o", str(tmp_path / "b"), "--quiet", "--threads", "1", "--stop-after", "3")
+    assert r.exit_code == 0 and not glob.glob(str(tmp_path / "b" / "*.safetensors"))
+    r = lvc("train", cfg, "-o", str(tmp_path / "b"), "--threads", "1", "--resume")
+    assert r.exit_code == 0, r.stderr
+    assert "resumed at step 3 (stage 2, step 1 in it)" in r.stderr
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert len(a) == 2 and a == b
+    log_a = (tmp_path / "a" / "log.csv").read_text().splitlines()
+    log_b = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    def no_clock(lines):
+        return [r.split(",")[:2] + r.split(",")[3:] for r in lines]
+
+    assert len(log_a) == 5 and no_clock(log_a) == no_clock(log_b)
+
+
+def test_torchrun_two_processes_identical_weights(tmp_path, data_dir):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.toml", data_dir, out, STAGES)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "lvcodec.train", cfg, "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = json.loads((out / "ranks.json").read_text())
+    assert ranks["world_size"] == 2 and ranks["step"] == 4
+    assert len(ranks["sha256"]) == 2 and ranks["sha256"][0] == ranks["sha256"][1]
+    assert len(glob.glob(str(out / "*.safetensors"))) == 2 and (out / "MODEL_CARD.md").is_file()
+    assert "2 processes on cpu" in (out / "MODEL_CARD.md").read_text()
