@@ -198,6 +198,7 @@ def run(name: str, value: int, clip, keyint: int) -> dict:
     """One run of codec ``name`` at ``value`` (quality or CRF) on ``clip``: a JSON-ready record."""
     family, intra = split(name)
     k = 1 if intra else keyint
+    measured = measurement_context()
     r = _run_lvc(clip, value, k) if family == "lvc" else _run_anchor(family, clip, value, k)
     n = clip.frames
     me, md = r["mem_enc"], r["mem_dec"]
@@ -213,4 +214,15 @@ def run(name: str, value: int, clip, keyint: int) -> dict:
         "per_frame": {**{k: [round(v, 5) for v in vs] for k, vs in r["per_frame"].items()},
                       "bytes": r["frame_bytes"]},
         "options": run_options(name, value, keyint),
+        "measured": measured,
     }
+
+
+def measurement_context() -> dict:
+    """When and under what load a run was measured (a cached run keeps its own)."""
+    ctx = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if hasattr(os, "getloadavg"):
+        ctx["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    if "torch" in sys.modules:
+        ctx["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return ctx

@@ -163,6 +163,14 @@ def summary_markdown(results: dict) -> str:
     return "\n\n".join(parts)
 
 
+def _load_text(runs: list[dict], prov: dict) -> str:
+    loads = sorted(r["measured"]["load_average"][0] for r in runs if "load_average" in r.get("measured", {}))
+    if loads:
+        return (f"1-minute load average when a run started: median {loads[len(loads) // 2]:.1f}, "
+                f"range {loads[0]:.1f}–{loads[-1]:.1f}")
+    return f"load average at start {prov['load_average_start']}, at end {prov['load_average_end']}"
+
+
 def _fmt_opts(opts: dict) -> str:
     return ", ".join(f"`{k}={v}`" for k, v in opts.items())
 
@@ -174,10 +182,17 @@ def report_markdown(results: dict) -> str:
     ld = [n for n in names if not C.split(n)[1]]
     ai = [n for n in names if C.split(n)[1]]
     anchor = cfg["anchor"]
+    runs = [r for c in clips for r in c["runs"] if "error" not in r]
+    cached = prov.get("runs_from_cache", 0)
+    when = sorted(r["measured"]["at"] for r in runs if "measured" in r)
+    took = (f"{len(runs) - cached} runs measured in {prov['seconds']:.0f} s"
+            + (f", {cached} read from the cache" if cached else ""))
+    if when and cached:
+        took += f" (measurements from {when[0]} to {when[-1]})"
     out = ["# lvc bench: rate–distortion against H.264, H.265 and AV1", "",
            f"{prov['time']} · `{prov['command']}` · {len(clips)} clip(s), first {cfg['frames']} frames, "
            f"keyint {cfg['keyint']}" + (", clips wider than 640 pixels downscaled 2x (area)" if cfg["downscale"]
-                                        else "") + f" · {prov['seconds']:.0f} s", ""]
+                                        else "") + f" · {took}", ""]
     if results["failed_runs"] or results["check_problems"]:
         out += ["**Problems:**", ""] + [f"- failed: {p}" for p in results["failed_runs"]] + \
                [f"- settings check: {p}" for p in results["check_problems"]] + [""]
@@ -224,8 +239,8 @@ def report_markdown(results: dict) -> str:
     m = prov["machine"]
     out += ["## Method", "",
             f"- **Machine**: {m['cpu']}, {m['cpu_count']} CPUs, {m['memory_gb']} GB; {m['platform']}; torch "
-            f"threads {prov['torch_threads']}; load average at start {prov['load_average_start']}, "
-            f"at end {prov['load_average_end']} (fps are wall-clock on this machine, not a claim about others).",
+            f"threads {prov['torch_threads']}; {_load_text(runs, prov)}. The fps are wall-clock on this machine, "
+            "shared with other work while it ran: not a claim about others.",
             f"- **Software**: lvcodec {prov['lvcodec']}, model `{prov['model']}`, weights hash "
             f"`{prov['weights_hash']}`; torch {prov['torch']}, CompressAI {prov['compressai']}, PyAV {prov['av']}, "
             "FFmpeg " + ", ".join(f"{k} {v}" for k, v in prov["ffmpeg_libraries"].items()) + "; "

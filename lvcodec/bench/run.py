@@ -212,7 +212,7 @@ def run_bench(clips=None, config: BenchConfig | None = None, out="bench-out", pr
         bar.close()
     prov["seconds"] = round(time.time() - started, 1)
     prov["runs_from_cache"] = sum(bool(r.get("from_cache")) for c in clip_results for r in c.get("runs", []))
-    prov["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    prov["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     results = assemble(clip_results, config, prov)
     _write_atomic(out / "results.json", dumps(results))
     if report:
@@ -413,7 +413,7 @@ def provenance(config: BenchConfig) -> dict:
                     "platform": platform.platform()},
         "torch_threads": torch.get_num_threads() if config.jobs == 1
         else max(1, (os.cpu_count() or 1) // config.jobs),
-        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average_start": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 
 
