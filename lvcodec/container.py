@@ -135,7 +135,10 @@ class OutputContainer:
 
     @property
     def bytes_written(self) -> int:
-        return self._writer.bytes_written if self._writer else 0
+        """Bytes of the file so far (its exact size once closed)."""
+        return self._writer.bytes_written if self._writer else self._closed_bytes
+
+    _closed_bytes = 0
 
     def encode(self, frame) -> list[bs.Packet]:
         """Code one picture (a :class:`Picture` or an (H, W, 3) uint8 RGB array); returns its packets,
@@ -159,6 +162,7 @@ class OutputContainer:
         except BaseException as e:
             self._abort(e)
             raise
+        self._closed_bytes = self._writer.bytes_written
         self._writer = None
         self._out.__exit__(None, None, None)
 

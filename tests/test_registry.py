@@ -146,6 +146,7 @@ def test_open_write_and_read(clip_pics, tmp_path):
             packets = f.encode(p)
             assert len(packets) == 1 and packets[0].pts == p.pts
         recon_last = f.reconstruction
+    assert f.bytes_written == path.stat().st_size
     with lvcodec.open(str(path)) as f:
         assert (f.header.width, f.header.height, f.frames, f.keyframes) == (96, 64, 5, [0, 3])
         assert f.rate == 30 and f.time_base == pytest.approx(1 / 30)
