@@ -16,8 +16,10 @@ One run = one codec at one setting (lvc quality or anchor CRF) on one clip:
   anchors: PyAV decode + conversion to planes).
 * **memory**: the process's peak resident set size during the encode and during the decode (Linux:
   ``VmHWM`` after resetting it through ``/proc/self/clear_refs``), and that peak minus the resident size at
-  the start of the phase (the memory the phase itself needed: lvc's weights are already loaded then,
-  the source pictures already in memory). Elsewhere only ``ru_maxrss``, the peak over the whole process.
+  the start of the phase: the memory the phase itself needed (lvc's weights are already loaded then, the
+  source pictures already in memory; freed heap memory is first handed back with glibc's ``malloc_trim`` so
+  that earlier runs' leftovers do not hide it). Elsewhere only ``ru_maxrss``, the peak over the whole
+  process.
 * **checks**: that the settings took effect (see :mod:`lvcodec.bench.anchors`; lvc: the header's quality,
   keyint and weights hash, one decoded picture per source picture, and decoded pictures identical to the
   encoder's reconstruction, i.e. the same PSNR).
@@ -87,11 +89,31 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
+def _release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``), so that the resident size at the start
+    of a phase is what is live, not what earlier runs freed (which would hide the phase's own peak)."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
 class PeakMemory:
     """Peak resident memory of this process while the ``with`` block runs (see the module docstring)."""
 
     def __enter__(self):
-        self.method = "VmHWM after clear_refs"
+        _release_free_memory()
+        self.method = "VmHWM after malloc_trim and clear_refs"
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset the peak RSS ("hiwater_rss") to the current RSS (Linux >= 4.0)

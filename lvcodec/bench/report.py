@@ -258,7 +258,8 @@ def report_markdown(results: dict) -> str:
             f"flagged below {cfg['min_overlap']:.0%}. Means are over the clips that have a value.",
             "- **Speed**: encode fps = frames / seconds of the encode call (lvc after an untimed warm-up; "
             "anchors with frames prepared and the encoder opened); decode fps = frames / seconds to get 4:2:0 "
-            "planes back. Peak memory per phase from Linux `VmHWM`, reset before each phase.",
+            "planes back. Peak memory per phase from Linux `VmHWM`, reset before each phase (after handing "
+            "freed heap memory back with `malloc_trim`), minus the resident size at the phase's start.",
             "- **Settings checks**: " + ("all passed (anchors: one packet per frame, no reordering, key frames "
                                          "exactly every keyint frames, and the options in x264's / x265's SEI or "
                                          "the AV1 frame headers; lvc: the stream header and a drift-free decode)."

@@ -23,7 +23,7 @@ DEFAULT_SVTAV1_CRFS = (27, 36, 45, 54, 63)  # SVT-AV1 (1..63): about the same PS
 #: metrics that get BD-rates (MS-SSIM in dB, see lvcodec.bench.metrics)
 BD_METRICS = ("psnr_yuv", "msssim_y_db", "psnr_rgb", "msssim_rgb_db")
 BD_METRIC_METRICS = ("psnr_yuv", "msssim_y_db")  # metrics that also get a BD-metric (BD-PSNR) figure
-CACHE_VERSION = 1  # bump when what a run measures changes
+CACHE_VERSION = 2  # bump when what a run measures changes
 
 
 @dataclass(frozen=True)
