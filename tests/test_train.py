@@ -170,6 +170,24 @@ def test_training_set_batches_and_holdout(data_dir):
     assert clips[0][1][0].width == 64
 
 
+def test_packed_training_set(tmp_path):
+    from lvcodec.train.config import DataConfig
+    from lvcodec.train.data import TrainingSet
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "train.npz"  # the layout tools/pack_data.py writes
+    np.savez(path, seq_y=rng.integers(0, 256, (10, 3, 64, 64), np.uint8),
+             seq_uv=rng.integers(0, 256, (10, 3, 2, 32, 32), np.uint8),
+             img_y=rng.integers(0, 256, (10, 80, 80), np.uint8), img_uv=rng.integers(0, 256, (10, 2, 40, 40), np.uint8))
+    ts = TrainingSet(DataConfig(packed=str(path), crop=64, holdout=0.2))
+    assert ts.n_image_sources == ts.n_sequence_sources == 8
+    y, uv = ts.images_batch(rng, 3)
+    assert y.shape == (3, 64, 64) and uv.shape == (3, 2, 32, 32)
+    ys, uvs = ts.sequences_batch(rng, 2, 2)
+    assert ys.shape == (2, 2, 64, 64) and uvs.shape == (2, 2, 2, 32, 32)
+    assert len(ts.held_out_clips(8, 64, 4)) == 2 and len(ts.held_out_images(64, 4)) == 2
+
+
 def test_bf16_autocast_keeps_entropy_models_fp32():
     import torch
 

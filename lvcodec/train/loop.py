@@ -300,9 +300,15 @@ def _run(cfg, out, resume, overwrite, stop_after, d: Dist, progress, check_only,
         step, stage_i, stage_step, elapsed = ck["step"], ck["stage"], ck["stage_step"], ck["elapsed"]
         if ck["world_size"] == d.world:
             _set_rng_states(rng, ck["rng"][d.rank])
-        elif d.main:
-            print(f"lvc train: warning: the checkpoint was written by {ck['world_size']} processes, this run has "
-                  f"{d.world}: random streams restart (the run goes on, but not bit-exactly)", file=sys.stderr)
+        else:  # fresh streams that do not repeat the run's first batches
+            rng = np.random.default_rng(np.random.SeedSequence([tc.seed, d.rank, step]))
+            torch.manual_seed(int(np.random.SeedSequence([tc.seed, d.rank, step, 1]).generate_state(1)[0]))
+            if d.main:
+                print(f"lvc train: warning: the checkpoint was written by {ck['world_size']} processes, this run "
+                      f"has {d.world}: the random streams restart (the run goes on, not bit-exactly)", file=sys.stderr)
+        if ck["config"] != cfg.text and d.main:
+            print("lvc train: warning: the config differs from the one the checkpoint was written with",
+                  file=sys.stderr)
     intra.to(d.device).train()
     inter.to(d.device).train()
     if precision == "bf16":
@@ -354,6 +360,9 @@ def _run(cfg, out, resume, overwrite, stop_after, d: Dist, progress, check_only,
     try:
         while stage_i < len(cfg.stages) and not stopped:
             stage = cfg.stages[stage_i]
+            if stage_step >= stage.steps:  # resumed with a config whose stage is shorter now
+                stage_i, stage_step, ck = stage_i + 1, 0, None
+                continue
             trained = [n for n in ("intra", "inter") if n in stage.train]
             params = [p for n in trained for k, p in raw[n].named_parameters() if not k.endswith("quantiles")]
             aux_params = [p for n in trained for k, p in raw[n].named_parameters() if k.endswith("quantiles")]
@@ -395,7 +404,9 @@ def _run(cfg, out, resume, overwrite, stop_after, d: Dist, progress, check_only,
                     last = stage_step == stage.steps or step == stop_after
                     if step % tc.log_every == 0 or last:
                         if d.world > 1:
-                            torch.distributed.all_reduce(sums)
+                            summed = sums.to(d.device)
+                            torch.distributed.all_reduce(summed)
+                            sums = summed.cpu()
                         m = (sums[1:] / sums[0].clamp_min(1)).tolist()
                         row = [step, stage.name, round(elapsed + time.time() - t_start, 1), f"{lr:g}",
                                *(f"{v:.4f}" if math.isfinite(v) else "" for v in m)]
