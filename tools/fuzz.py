@@ -6,7 +6,7 @@
 Base streams are small synthetic clips (64x64 and 40x24, I and P frames, two qualities) encoded in memory.
 Mutations: bit flips, truncation, inserted and deleted bytes, spliced packets (from another stream,
 duplicated, dropped or swapped), and corruption of payload or header bytes *with the CRCs recomputed*,
-so the model decoders themselves see garbage. Each case is decoded strictly and with concealment.
+so the model decoders themselves see garbage. Each case is decoded strictly and, unless that succeeded, with concealment.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _alarm(signum, frame):
 
 def base_streams() -> list[bytes]:
     out = []
-    for (w, h, n, q, k) in ((64, 64, 6, 2, 3), (40, 24, 5, 6, 4)):
+    for (w, h, n, q, k) in ((64, 64, 4, 2, 2), (40, 24, 3, 6, 4)):
         pics = demo_clip(n, w, h)
         buf = io.BytesIO()
         encode_pictures(pics, buf, w, h, Fraction(25), quality=q, keyint=k)
@@ -150,9 +150,14 @@ def main() -> None:
     for case in range(args.cases):
         kind, data = mutate(rng, streams)
         counts["cases"] += 1
+        outcome = None
         k = by_kind.setdefault(kind.split("-")[0], {"cases": 0, "errors": 0, "decodes": 0, "concealed_decodes": 0})
         k["cases"] += 1
         for conceal in (False, True):
+            if conceal and outcome == "decodes":  # a stream that decodes strictly decodes the same concealing
+                counts["conceal_decodes"] = counts.get("conceal_decodes", 0) + 1
+                k["concealed_decodes"] += 1
+                continue
             signal.setitimer(signal.ITIMER_REAL, args.timeout)
             try:
                 decode_all(data, conceal)
