@@ -50,8 +50,9 @@ def init_weights(intra, inter, folder: str) -> list[str]:
             raise InputError(f"[model] init: {where} should hold one {kind}*.safetensors, it holds {len(found)}")
         try:
             model.load_state_dict(load_state(found[0], None))
-        except RuntimeError as e:
-            first = str(e).splitlines()[0]
-            raise InputError(f"[model] init: {found[0]} does not fit the model ({first})") from None
+        except RuntimeError as e:  # "Error(s) in loading state_dict ...:" then one line per problem
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+            detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]
+            raise InputError(f"[model] init: {found[0]} does not fit the model ({detail})") from None
         read.append(found[0])
     return read
