@@ -205,3 +205,21 @@ def test_plugin_found_through_its_entry_point(tmp_path, clip_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.split() == ["8", "True"], r.stderr
     assert hashlib.sha256(out.read_bytes()).hexdigest()  # a real file was written
+
+
+def test_own_model_through_the_bench(toy, tmp_path):
+    """`lvc bench --codecs NAME` runs a registered model like lvc itself, against an anchor."""
+    import json
+
+    out = tmp_path / "bench"
+    r = CliRunner().invoke(main, ["bench", "demo:96x64", "--codecs", "toy-test,x264", "--no-intra", "--frames", "2",
+                                  "--keyint", "2", "--qualities", "1,3,8", "--crfs", "30,45", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, (r.stderr, r.exception)
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["run_codecs"] == ["x264", "toy-test"]
+    runs = {(x["codec"], x["setting"]): x for x in res["clips"][0]["runs"]}
+    assert set(runs) == {("x264", "crf30"), ("x264", "crf45"), ("toy-test", "q1"), ("toy-test", "q3")}  # q8 > 3 levels
+    toy_q3 = runs["toy-test", "q3"]
+    assert toy_q3["checks"]["ok"] and toy_q3["options"]["model"] == "toy-test" and toy_q3["options"]["model_id"] == 0x8123
+    assert toy_q3["bytes"] > runs["toy-test", "q1"]["bytes"] and toy_q3["psnr_yuv"] > runs["toy-test", "q1"]["psnr_yuv"]
+    assert (out / "rd_demo-96x64.png").exists()

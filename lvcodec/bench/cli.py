@@ -28,11 +28,13 @@ def _int_list(lo: int, hi: int):
 
 def _codecs(ctx, param, value):
     names = tuple(v.strip() for v in value.split(",") if v.strip())
+    from .codecs import is_model
+
     for n in names:
         fam = n.removesuffix("-intra")
-        if fam not in FAMILIES:
+        if fam not in FAMILIES and not is_model(fam):
             raise click.BadParameter(f'unknown codec "{n}", should be one of {", ".join(FAMILIES)} '
-                                     '(optionally with "-intra")')
+                                     'or a registered model (lvc models), optionally with "-intra"')
     if not names:
         raise click.BadParameter("no codec given")
     return names
@@ -41,7 +43,8 @@ def _codecs(ctx, param, value):
 @click.command()
 @click.argument("clips", nargs=-1)
 @click.option("--codecs", default="lvc,x264,x265,svtav1", show_default=True, callback=_codecs,
-              help="comma-separated: lvc, x264, x265, svtav1 (low delay); NAME-intra for one all-intra variant")
+              help="comma-separated: lvc, x264, x265, svtav1 or a registered model (low delay); "
+                   "NAME-intra for one all-intra variant")
 @click.option("--intra/--no-intra", default=True, show_default=True,
               help="also run every listed codec in all-intra mode (keyint 1; lvc-intra is the ablation)")
 @click.option("--frames", type=click.IntRange(1), default=32, show_default=True, help="first N frames of each clip")

@@ -41,34 +41,58 @@ INTRA_SUFFIX = "-intra"
 CODEC_LABELS = {"lvc": "lvc", "x264": "x264", "x265": "x265", "svtav1": "SVT-AV1"}
 
 
+def is_model(family: str) -> bool:
+    """Whether ``family`` is lvc itself or another model of the registry (``lvc models``)."""
+    if family == "lvc":
+        return True
+    if family in FAMILIES:
+        return False
+    from ..registry import list_models
+
+    return family in list_models()
+
+
+def model_of(family: str) -> str:
+    """Registry name of the model behind a model family (``lvc`` is the default model)."""
+    from ..registry import DEFAULT_MODEL
+
+    return DEFAULT_MODEL if family == "lvc" else family
+
+
 def split(name: str) -> tuple[str, bool]:
-    """(family, all-intra?) of a codec name such as ``x265-intra``."""
+    """(family, all-intra?) of a codec name such as ``x265-intra``; registered model names are families."""
     intra = name.endswith(INTRA_SUFFIX)
     family = name[: -len(INTRA_SUFFIX)] if intra else name
-    if family not in FAMILIES:
+    if family not in FAMILIES and not is_model(family):
         raise ValueError(f'unknown codec "{name}", should be one of '
-                         f'{", ".join(FAMILIES)} (optionally with "{INTRA_SUFFIX}")')
+                         f'{", ".join(FAMILIES)} or a registered model (optionally with "{INTRA_SUFFIX}")')
     return family, intra
+
+
+def family_order(family: str) -> int:
+    return FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
 
 
 def label(name: str) -> str:
     family, intra = split(name)
-    return CODEC_LABELS[family] + (" all-intra" if intra else "")
+    return CODEC_LABELS.get(family, family) + (" all-intra" if intra else "")
 
 
 def setting_label(name: str, value: int) -> str:
-    return f"q{value}" if split(name)[0] == "lvc" else f"crf{value}"
+    return f"q{value}" if is_model(split(name)[0]) else f"crf{value}"
 
 
 def run_options(name: str, value: int, keyint: int) -> dict:
     """Every option of one run (what goes into the results and the cache key)."""
-    from ..codec import MODEL_NAME, weights_hash
+    from ..registry import model_class
 
     family, intra = split(name)
     k = 1 if intra else keyint
-    if family == "lvc":
-        return {"codec": "lvc", "model": MODEL_NAME, "weights_hash": weights_hash().hex(), "quality": value,
-                "keyint": k, "api": "lvcodec.codec.encode_pictures / lvcodec.decode"}
+    if is_model(family):
+        model = model_class(model_of(family))
+        return {"codec": "lvc", "model": model.name, "model_id": model.model_id,
+                "weights_hash": _model_weights(model.name).hex(), "quality": value,
+                "keyint": k if model.has_inter else 1, "api": "lvcodec.codec.encode_pictures / lvcodec.decode"}
     d = anchors.describe(family, k)
     d["options"] = anchors.encoder_options(family, value, k)
     d["keyint"] = k
@@ -159,19 +183,28 @@ def warm_up_lvc(clip) -> None:
     _LVC_WARM = True
 
 
-def _run_lvc(clip, quality: int, keyint: int) -> dict:
+def _model_weights(model: str) -> bytes:
+    from ..registry import load_model
+
+    return load_model(model).weights_sha256()
+
+
+def _run_lvc(clip, quality: int, keyint: int, model: str) -> dict:
     import lvcodec
 
-    from ..codec import encode_pictures, weights_hash
+    from ..codec import encode_pictures
+    from ..registry import load_model
 
     warm_up_lvc(clip)
+    m = load_model(model)
+    keyint = keyint if m.has_inter else 1
     n = clip.frames
     fd, path = tempfile.mkstemp(suffix=".lvc")
     try:
         with os.fdopen(fd, "wb") as f, PeakMemory() as m_enc:
             t0 = time.perf_counter()
             stats = encode_pictures(clip.pictures, f, clip.width, clip.height, clip.rate,
-                                    quality=quality, keyint=keyint)
+                                    quality=quality, keyint=keyint, model=model)
             f.flush()
             t_enc = time.perf_counter() - t0
         size = os.path.getsize(path)
@@ -185,7 +218,7 @@ def _run_lvc(clip, quality: int, keyint: int) -> dict:
     problems = []
     stream_hash = getattr(header, "weights_sha256", None) or getattr(header, "weights_hash", b"")
     for what, got, want in (("quality", header.quality, quality), ("keyint", header.keyint, keyint),
-                            ("weights hash", stream_hash.hex(), weights_hash().hex()),
+                            ("weights hash", stream_hash.hex(), m.weights_sha256().hex()),
                             ("decoded frames", len(decoded), n)):
         if got != want:
             problems.append(f"{what} {got}, expected {want}")
@@ -221,7 +254,7 @@ def run(name: str, value: int, clip, keyint: int) -> dict:
     family, intra = split(name)
     k = 1 if intra else keyint
     measured = measurement_context()
-    r = _run_lvc(clip, value, k) if family == "lvc" else _run_anchor(family, clip, value, k)
+    r = _run_lvc(clip, value, k, model_of(family)) if is_model(family) else _run_anchor(family, clip, value, k)
     n = clip.frames
     me, md = r["mem_enc"], r["mem_dec"]
     return {

@@ -28,7 +28,7 @@ def _curves(ax, clip: dict, codecs: list[str], metric: str, legend: bool) -> Non
         if not rs:
             continue
         family, intra = C.split(name)
-        ax.plot([r["bpp"] for r in rs], [r[metric] for r in rs], color=COLORS[family],
+        ax.plot([r["bpp"] for r in rs], [r[metric] for r in rs], color=COLORS.get(family, "tab:orange"),
                 ls="--" if intra else "-", marker="x" if intra else "o", ms=4, lw=1.3,
                 alpha=0.65 if intra else 1.0, label=C.label(name))
     from matplotlib.ticker import FuncFormatter

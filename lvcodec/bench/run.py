@@ -52,8 +52,8 @@ class BenchConfig:
         if self.jobs < 1:
             raise ValueError(f'invalid jobs "{self.jobs}", should be at least 1')
         for q in self.qualities:
-            if not 1 <= q <= 8:
-                raise ValueError(f'invalid quality "{q}", should be between 1 and 8')
+            if not 1 <= q <= 255:
+                raise ValueError(f'invalid quality "{q}", should be between 1 and 255')
         for c in self.crfs:
             if not 0 <= c <= 51:
                 raise ValueError(f'invalid x264/x265 CRF "{c}", should be between 0 and 51')
@@ -69,11 +69,15 @@ class BenchConfig:
         if self.intra:
             names += [n + C.INTRA_SUFFIX for n in names if not n.endswith(C.INTRA_SUFFIX)]
         names = list(dict.fromkeys(names))
-        return sorted(names, key=lambda n: (C.split(n)[1], C.FAMILIES.index(C.split(n)[0])))
+        return sorted(names, key=lambda n: (C.split(n)[1], C.family_order(C.split(n)[0])))
 
     def settings(self, name: str) -> tuple[int, ...]:
         family = C.split(name)[0]
-        return self.qualities if family == "lvc" else self.svtav1_crfs if family == "svtav1" else self.crfs
+        if C.is_model(family):
+            from ..registry import model_class
+
+            return tuple(q for q in self.qualities if q <= model_class(C.model_of(family)).num_qualities)
+        return self.svtav1_crfs if family == "svtav1" else self.crfs
 
     def runs_per_clip(self) -> int:
         return sum(len(self.settings(n)) for n in self.run_codecs())
@@ -83,7 +87,7 @@ class BenchConfig:
 
 
 def _library_ids(family: str) -> dict:
-    if family == "lvc":
+    if C.is_model(family):
         import lvcodec
 
         return {"lvcodec": lvcodec.__version__}
