@@ -54,6 +54,14 @@ def _gain_init(n: int, channels: int, ratio: float = 1.38) -> torch.Tensor:
     return g[:, None].repeat(1, channels)
 
 
+def _version_of(t: torch.Tensor) -> int:
+    """The in-place modification counter of ``t`` (-1 for inference tensors, which keep none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
 class _GainedHyperprior(CompressionModel):
     """Shared hyperprior, gains and coding logic; subclasses give the analysis and synthesis."""
 
@@ -110,7 +118,7 @@ class _GainedHyperprior(CompressionModel):
         ``inv_zgain[q]``), built on first use and rebuilt whenever a tensor it derives from changes
         (``load_state_dict``, ``update``, an optimizer step or ``.to()`` all change data or version)."""
         src = [*self.h_s.parameters(), self.entropy_bottleneck.quantiles, self.inv_zgain]
-        key = (q, str(device), tuple((t.data_ptr(), t._version) for t in src))
+        key = (q, str(device), tuple((t.data_ptr(), _version_of(t)) for t in src))
         cache = self.__dict__.setdefault("_int_h_s_cache", {})
         if key not in cache:
             for k in [k for k in cache if k[2] != key[2]]:

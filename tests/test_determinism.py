@@ -277,6 +277,16 @@ def test_fixed_point_layers_are_exact_at_the_bound(make):
     _check_exact(fp, layer.in_channels, 5, 2.0**52)
 
 
+def test_the_fixed_point_h_s_follows_the_weights():
+    m = copy.deepcopy(load_models()[0])
+    net = m._int_h_s(2, torch.device("cpu"))
+    assert m._int_h_s(2, torch.device("cpu")) is net  # cached
+    with torch.no_grad():
+        m.h_s[4].bias.add_(1.0)  # as an optimizer step or load_state_dict would
+    changed = m._int_h_s(2, torch.device("cpu"))
+    assert changed is not net and not torch.equal(changed.layers[-1].bias, net.layers[-1].bias)
+
+
 def test_an_inexact_format_is_refused(monkeypatch):
     monkeypatch.setattr(intnet, "ACT_BITS", 40)
     m = load_models()[0]
