@@ -36,8 +36,10 @@ def check_quality(quality: int, model: str = DEFAULT_MODEL) -> int:
 
 
 class Encoder:
-    """Codes pictures one by one into packets with a registered model (the DPB is the decoded previous
-    picture); ``encode`` also returns the decoder's reconstruction."""
+    """Codes pictures one by one into packets with a registered model, PyAV-style: ``encode(picture)``
+    returns the packets ready so far (lvc has no reordering delay: one per picture) and ``flush()`` the
+    rest (none). The DPB is the decoded previous picture; ``reconstruction`` is what a decoder outputs
+    for the last picture encoded."""
 
     def __init__(self, width: int, height: int, quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT,
                  model: str = DEFAULT_MODEL):
@@ -49,6 +51,7 @@ class Encoder:
         self.width, self.height = width, height
         self.ref = None  # DPB: decoded previous picture, padded, 6-channel layout
         self.count = 0
+        self.reconstruction: Picture | None = None
 
     def header(self, rate: Fraction, colour: dict | None = None) -> bs.SequenceHeader:
         """The sequence header of the stream this encoder makes."""
@@ -58,7 +61,8 @@ class Encoder:
                                  coded_width=-(-self.width // m) * m, coded_height=-(-self.height // m) * m,
                                  **(colour or {}))
 
-    def encode(self, pic: Picture) -> tuple[bs.Packet, Picture]:
+    def encode(self, pic: Picture) -> list[bs.Packet]:
+        """Code ``pic``; returns its packet (in a list, like PyAV's ``stream.encode``)."""
         import torch
 
         if (pic.width, pic.height) != (self.width, self.height):
@@ -74,7 +78,12 @@ class Encoder:
                 packet = bs.Packet(bs.FRAME_P, pic.pts, subs)
             self.ref = quantize8(x_hat)
         self.count += 1
-        return packet, from_tensor(self.ref, self.width, self.height, pic.pts)
+        self.reconstruction = from_tensor(self.ref, self.width, self.height, pic.pts)
+        return [packet]
+
+    def flush(self) -> list[bs.Packet]:
+        """Packets still held back at the end of the stream: none (no reordering)."""
+        return []
 
 
 class Decoder:
@@ -97,8 +106,9 @@ class Decoder:
         self.ref = None
         self.concealed = 0
 
-    def decode(self, packet: bs.Packet) -> Picture:
-        """The picture of ``packet``; a damaged or undecodable packet raises :class:`BitstreamError`."""
+    def decode(self, packet: bs.Packet) -> list[Picture]:
+        """The pictures of ``packet`` (one: lvc has no reordering delay); a damaged or undecodable packet
+        raises :class:`BitstreamError`."""
         import torch
 
         if packet.damaged:
@@ -126,7 +136,7 @@ class Decoder:
                 raise
             raise BitstreamError(f"corrupt payload in packet pts={packet.pts}: {e}") from None
         self.ref = quantize8(x_hat)
-        return from_tensor(self.ref, self.header.width, self.header.height, packet.pts)
+        return [from_tensor(self.ref, self.header.width, self.header.height, packet.pts)]
 
     def conceal(self, pts: int) -> Picture:
         """A stand-in for a lost picture: the last decoded one repeated (mid-grey before any), which
@@ -219,9 +229,9 @@ def encode_pictures(pictures: Iterable[Picture], fp, width: int, height: int, ra
     w = bs.Writer(fp, enc.header(rate, colour))
     n, psnr_sum, t0 = 0, 0.0, time.perf_counter()
     for pic in pictures:
-        packet, recon = enc.encode(pic)
-        w.write(packet)
-        psnr_sum += psnr_yuv(pic, recon)
+        for packet in enc.encode(pic):
+            w.write(packet)
+        psnr_sum += psnr_yuv(pic, enc.reconstruction)
         n += 1
         if progress is not None:
             progress.update(1)
@@ -323,7 +333,7 @@ def decode(path: str, start_frame: int = 0, frames: int | None = None, conceal: 
             if conceal and last_pts is not None and packet.pts > last_pts + 1:  # packets lost before a resync
                 pics += [dec.conceal(p) for p in range(last_pts + 1, min(packet.pts, last_pts + 1 + MAX_CONCEAL_GAP))]
             try:
-                pics.append(dec.decode(packet))
+                pics += dec.decode(packet)
                 stats.decoded += 1
             except BitstreamError:
                 if not conceal:

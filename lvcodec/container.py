@@ -147,11 +147,13 @@ class OutputContainer:
             frame = _from_rgb(frame, self.frames)
         if self._encoder is None:
             self._start(frame.width, frame.height)
-        packet, self.reconstruction = self._encoder.encode(frame)
-        self._writer.write(packet)
+        packets = self._encoder.encode(frame)
+        for packet in packets:
+            self._writer.write(packet)
+        self.reconstruction = self._encoder.reconstruction
         self.psnr_sum += psnr_yuv(frame, self.reconstruction)
         self.frames += 1
-        return [packet]
+        return packets
 
     def close(self) -> None:
         """Finish the file (index, footer) and move it into place."""

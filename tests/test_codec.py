@@ -23,9 +23,11 @@ def _encode(pics, quality=4, keyint=32):
     w = bs.Writer(buf, bs.SequenceHeader(pics[0].width, pics[0].height, 25, 1, MODEL_ID, quality, keyint,
                                          weights_hash()))
     for p in pics:
-        packet, r = enc.encode(p)
+        (packet,) = enc.encode(p)  # one packet per picture, no delay
+        r = enc.reconstruction
         w.write(packet)
         recon.append(r)
+    assert enc.flush() == []
     w.close()
     return buf.getvalue(), recon
 

@@ -44,7 +44,8 @@ def _encode(pics, quality=4, keyint=3):
                                          weights_hash()))
     recon = []
     for p in pics:
-        packet, r = enc.encode(p)
+        (packet,) = enc.encode(p)
+        r = enc.reconstruction
         w.write(packet)
         recon.append(r)
     w.close()
