@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-f235ebb4.safetensors", "f235ebb4639714df8ac53bbb257c1843028624ef441ea552e4e6c8c854a3ea9b"),
-    "inter": ("inter-18ec3b73.safetensors", "18ec3b73c1536763a56ecb14906a1c66546e8836173891fdc22b8ee0621c4b17"),
+    "intra": ("intra-668e25c3.safetensors", "668e25c365b2eacd9d5d3f41b7112ca05c58e53e06f382516cd6430b3f533ed8"),
+    "inter": ("inter-90fe49e6.safetensors", "90fe49e6640a51538269df7a7d5ee6af13fd8aef7c587a08c02f4be6ac6b633b"),
 }
 
 
