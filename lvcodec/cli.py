@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
 import tempfile
 import time
 import warnings
 from fractions import Fraction
 
 import click
+
+from .errors import cli_errors
 
 
 NUM_QUALITIES = 8  # lvcodec.models.NUM_QUALITIES (kept here so --help needs no torch)
@@ -19,26 +19,7 @@ QUALITY = click.IntRange(1, NUM_QUALITIES)
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
 
 
-def _errors(fn):
-    """One-line error and a documented exit code instead of a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .errors import LvcError
-
-        try:
-            return fn(*args, **kwargs)
-        except LvcError as e:
-            click.echo(f"lvc: error: {e}", err=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("lvc: interrupted", err=True)
-            sys.exit(130)
-        except OSError as e:
-            click.echo(f"lvc: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
-            sys.exit(1)
-
-    return wrapper
+_errors = cli_errors()  # one-line errors and documented exit codes instead of a traceback
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,7 +79,7 @@ def decode(src, dst, start_frame, frames, conceal, md5, overwrite, quiet):
     import contextlib
     import hashlib
 
-    from .codec import DecodeStats, _AtomicOutput, _bar, decode as run, read_header
+    from .codec import DecodeStats, _AtomicOutput, _bar, decode as run
     from .errors import LvcError
     from .writers import format_for, open_writer
 

@@ -1,5 +1,6 @@
 """Test inputs made on the spot (tests never read ../shared)."""
 
+import io
 from fractions import Fraction
 
 import numpy as np
@@ -33,3 +34,30 @@ def noise_pictures(n, width, height, seed=0):
     return pics
 
 
+
+
+def encode_stream(pics, quality=4, keyint=32):
+    """(bytes of a .lvc stream, the encoder's reconstructions) for ``pics``, coded frame by frame."""
+    import lvcodec
+    from lvcodec import bitstream as bs
+
+    buf = io.BytesIO()
+    enc = lvcodec.Encoder(pics[0].width, pics[0].height, quality, keyint)
+    w = bs.Writer(buf, enc.header(Fraction(25)))
+    recon = []
+    for p in pics:
+        (packet,) = enc.encode(p)  # one packet per picture, no delay
+        w.write(packet)
+        recon.append(enc.reconstruction)
+    assert enc.flush() == []
+    w.close()
+    return buf.getvalue(), recon
+
+
+def decode_stream(data, tmp_path):
+    """The pictures ``lvcodec.decode`` gives for the stream ``data`` (written to a file in ``tmp_path``)."""
+    import lvcodec
+
+    path = tmp_path / "s.lvc"
+    path.write_bytes(data)
+    return list(lvcodec.decode(str(path)))

@@ -10,37 +10,12 @@ import lvcodec
 from lvcodec.codec import Encoder, encode_pictures
 from lvcodec.demo import demo_clip
 
-from .helpers import noise_pictures
-
-
-def _encode(pics, quality=4, keyint=32):
-    buf = io.BytesIO()
-    enc = Encoder(pics[0].width, pics[0].height, quality, keyint)
-    recon = []
-    from lvcodec import bitstream as bs
-    from lvcodec.codec import MODEL_ID, weights_hash
-
-    w = bs.Writer(buf, bs.SequenceHeader(pics[0].width, pics[0].height, 25, 1, MODEL_ID, quality, keyint,
-                                         weights_hash()))
-    for p in pics:
-        (packet,) = enc.encode(p)  # one packet per picture, no delay
-        r = enc.reconstruction
-        w.write(packet)
-        recon.append(r)
-    assert enc.flush() == []
-    w.close()
-    return buf.getvalue(), recon
-
-
-def _decode_bytes(data, tmp_path):
-    path = tmp_path / "s.lvc"
-    path.write_bytes(data)
-    return list(lvcodec.decode(str(path)))
+from .helpers import decode_stream, encode_stream, noise_pictures
 
 
 def test_decode_is_bit_identical_to_encoder_reconstruction(clip_pics, tmp_path):
-    data, recon = _encode(clip_pics, quality=4, keyint=4)  # I and P frames, two GOPs
-    decoded = _decode_bytes(data, tmp_path)
+    data, recon = encode_stream(clip_pics, quality=4, keyint=4)  # I and P frames, two GOPs
+    decoded = decode_stream(data, tmp_path)
     assert len(decoded) == len(clip_pics)
     for r, d in zip(recon, decoded):
         for a, b in ((r.y, d.y), (r.u, d.u), (r.v, d.v)):
@@ -48,7 +23,7 @@ def test_decode_is_bit_identical_to_encoder_reconstruction(clip_pics, tmp_path):
 
 
 def test_encoding_twice_gives_identical_bytes(clip_pics):
-    assert _encode(clip_pics, 3)[0] == _encode(clip_pics, 3)[0]
+    assert encode_stream(clip_pics, 3)[0] == encode_stream(clip_pics, 3)[0]
 
 
 def test_rate_and_quality_rise_with_quality(clip_pics):
@@ -65,8 +40,8 @@ def test_rate_and_quality_rise_with_quality(clip_pics):
 def test_odd_sizes_round_trip_at_the_right_size(size, tmp_path):
     w, h = size
     pics = noise_pictures(3, w, h)
-    data, recon = _encode(pics, keyint=2)
-    decoded = _decode_bytes(data, tmp_path)
+    data, recon = encode_stream(pics, keyint=2)
+    decoded = decode_stream(data, tmp_path)
     assert len(decoded) == 3
     for p, d, r in zip(pics, decoded, recon):
         assert d.y.shape == (h, w)

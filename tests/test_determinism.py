@@ -2,18 +2,17 @@
 pictures independent of the CPU thread count (docs/determinism.md says what is guaranteed)."""
 
 import copy
-import io
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import lvcodec
-from lvcodec import bitstream as bs
 from lvcodec import intnet
-from lvcodec.codec import MODEL_ID, Encoder, load_models, weights_hash
+from lvcodec.codec import load_models
 from lvcodec.demo import demo_clip
+
+from .helpers import decode_stream, encode_stream
 
 W, H = 96, 64
 
@@ -37,27 +36,6 @@ def threads():
     torch.set_num_threads(n)
 
 
-def _encode(pics, quality=4, keyint=3):
-    buf = io.BytesIO()
-    enc = Encoder(pics[0].width, pics[0].height, quality, keyint)
-    w = bs.Writer(buf, bs.SequenceHeader(pics[0].width, pics[0].height, 25, 1, MODEL_ID, quality, keyint,
-                                         weights_hash()))
-    recon = []
-    for p in pics:
-        (packet,) = enc.encode(p)
-        r = enc.reconstruction
-        w.write(packet)
-        recon.append(r)
-    w.close()
-    return buf.getvalue(), recon
-
-
-def _decode(data, tmp_path):
-    path = tmp_path / "s.lvc"
-    path.write_bytes(data)
-    return list(lvcodec.decode(str(path)))
-
-
 def _same_pictures(a, b):
     return len(a) == len(b) and all(np.array_equal(x, y) for p, r in zip(a, b)
                                     for x, y in ((p.y, r.y), (p.u, r.u), (p.v, r.v)))
@@ -78,9 +56,9 @@ def ulp_noise(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
 def test_decoding_with_another_thread_count_is_bit_identical(pics128, tmp_path, threads, enc_threads,
                                                              dec_threads):
     threads(enc_threads)
-    data, recon = _encode(pics128)  # I P P I
+    data, recon = encode_stream(pics128, keyint=3)  # I P P I
     threads(dec_threads)
-    assert _same_pictures(_decode(data, tmp_path), recon)
+    assert _same_pictures(decode_stream(data, tmp_path), recon)
 
 
 # -- the floating-point path perturbed ----------------------------------------------------------------
@@ -133,19 +111,19 @@ def _perturb_float_path(monkeypatch, models, z_inputs):
 
 def test_ulp_noise_on_the_float_path_changes_no_entropy_parameter(pics, tmp_path, monkeypatch):
     models = load_models()
-    data, recon = _encode(pics[:4])
+    data, recon = encode_stream(pics[:4], keyint=3)
     with monkeypatch.context() as mp:
         enc = _Recorder(mp, models)
-        _encode(pics[:4])  # same stream again, recording the encoder's parameters
+        encode_stream(pics[:4], keyint=3)  # same stream again, recording the encoder's parameters
     with monkeypatch.context() as mp:
         clean = _Recorder(mp, models)
-        assert _same_pictures(_decode(data, tmp_path), recon)
+        assert _same_pictures(decode_stream(data, tmp_path), recon)
     z_noisy = []
     with monkeypatch.context() as mp:
         noisy = _Recorder(mp, models)
         handles = _perturb_float_path(mp, models, z_noisy)
         try:
-            decoded = _decode(data, tmp_path)  # still decodes, with every symbol and parameter exact
+            decoded = decode_stream(data, tmp_path)  # still decodes, with every symbol and parameter exact
         finally:
             for h in handles:
                 h.remove()

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from ..errors import cli_errors
+
 FAMILIES = ("lvc", "x264", "x265", "svtav1")
 
 
@@ -64,6 +66,7 @@ def _codecs(ctx, param, value):
               help="clips benchmarked in parallel processes (timings then share the CPU)")
 @click.option("--no-cache", is_flag=True, help="run everything again (the cache in --out is rewritten)")
 @click.option("--quiet", is_flag=True, help="no progress bar or summary")
+@cli_errors(interrupted="lvc: interrupted (finished runs are cached: the same command resumes)")
 def bench(clips, codecs, intra, frames, keyint, qualities, crfs, svtav1_crfs, downscale, anchor, out, jobs,
           no_cache, quiet):
     """Rate–distortion benchmark of lvc against x264, x265 and SVT-AV1 (through PyAV) on CLIPS: videos PyAV
@@ -89,11 +92,7 @@ def bench(clips, codecs, intra, frames, keyint, qualities, crfs, svtav1_crfs, do
                              cache=not no_cache)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    try:
-        results = run_bench(list(clips) or None, config, out, progress=not quiet)
-    except KeyboardInterrupt:
-        click.echo("lvc: interrupted (finished runs are cached: the same command resumes)", err=True)
-        sys.exit(130)
+    results = run_bench(list(clips) or None, config, out, progress=not quiet)
     if not quiet:
         from .report import summary_markdown
 

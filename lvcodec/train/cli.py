@@ -3,9 +3,9 @@ when the command runs, so ``lvc --help`` stays fast)."""
 
 from __future__ import annotations
 
-import sys
-
 import click
+
+from ..errors import cli_errors
 
 
 @click.command()
@@ -21,14 +21,13 @@ import click
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads per process")
 @click.option("--check", is_flag=True, help="read CONFIG, scan the data and print the plan; train nothing")
 @click.option("--quiet", is_flag=True, help="no progress bar or log lines")
+@cli_errors(interrupted="lvc: interrupted (continue from the last checkpoint with --resume)")
 def train(config, out, resume, overwrite, stop_after, device, threads, check, quiet):
     """Train a model as the TOML file CONFIG describes (data, model, stages, evaluation): checkpoints,
     log.csv, and at the end safetensors weights and MODEL_CARD.md in the run folder. Runs the same under
     torchrun (torchrun --nproc_per_node N -m lvcodec.train CONFIG) with DistributedDataParallel.
     See docs/training.md."""
     import warnings
-
-    from ..errors import LvcError
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\..*")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.distributed\..*")
@@ -48,15 +47,6 @@ def train(config, out, resume, overwrite, stop_after, device, threads, check, qu
             torch.set_num_threads(threads)
         res = run(cfg, out, resume=resume, overwrite=overwrite, stop_after=stop_after, device=device,
                   progress=not quiet, check_only=check)
-    except LvcError as e:
-        click.echo(f"lvc: error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        click.echo("lvc: interrupted (continue from the last checkpoint with --resume)", err=True)
-        sys.exit(130)
-    except OSError as e:
-        click.echo(f"lvc: error: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""), err=True)
-        sys.exit(1)
     finally:
         if threads_before:
             import torch
