@@ -170,6 +170,14 @@ def to_tensor(pic: Picture, multiple: int):
     return torch.cat((ty, tuv), 1) / 255.0
 
 
+def hflip_layout(x):
+    """Mirror a batch in the 6-channel layout of :func:`to_tensor` left to right, as if the pictures had been
+    mirrored before the layout was made: the half-resolution grid flips *and* the two luma sub-pixel columns
+    of each 2x2 block swap (pixel-unshuffle channels 0<->1 and 2<->3). Flipping only the grid would scramble
+    luma detail finer than 2 pixels."""
+    return x.flip(-1)[:, [1, 0, 3, 2, 4, 5]]
+
+
 def quantize8(x):
     """Round a model output to the 8-bit grid the decoder stores (the DPB holds these values)."""
     import torch

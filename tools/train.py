@@ -32,6 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lvcodec import motion  # noqa: E402
 from lvcodec.codec import mv_lambda  # noqa: E402
+from lvcodec.frames import hflip_layout  # noqa: E402
 from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel  # noqa: E402
 from lvcodec.weights import load_state, save_state  # noqa: E402
 
@@ -54,6 +55,20 @@ def round8(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.clamp(0, 1) * 255) / 255
 
 
+def save(out_dir, intra, inter, opt, aux_opt, step, rng, with_optimizer: bool) -> None:
+    """Write intra/inter.safetensors (CDF tables built) and, with ``with_optimizer``, ``ckpt.pt``."""
+    intra.update(force=True)
+    inter.update(force=True)
+    meta = {"steps": str(step), "lambdas": ",".join(map(str, LAMBDAS))}
+    for name, mod in (("intra", intra), ("inter", inter)):
+        h = save_state(mod, os.path.join(out_dir, f"{name}.safetensors"), meta)
+        print(f"{name}.safetensors sha256={h}", flush=True)
+    if with_optimizer:
+        torch.save({"intra": intra.state_dict(), "inter": inter.state_dict(), "opt": opt.state_dict(),
+                    "aux_opt": aux_opt.state_dict(), "step": step, "rng": torch.get_rng_state(),
+                    "np_seed": int(rng.integers(2**63))}, os.path.join(out_dir, "ckpt.pt"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=".data/train.npz")
@@ -72,6 +87,7 @@ def main() -> None:
     ap.add_argument("--aux-lr", type=float, default=5e-3)
     ap.add_argument("--save-optimizer", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-every", type=float, default=0, help="also save every this many minutes (0: at the end only)")
     args = ap.parse_args()
 
     if args.threads:
@@ -121,6 +137,7 @@ def main() -> None:
     budget = args.minutes * 60
     c = args.crop
     stats = []
+    last_save = t0
     while True:
         el = time.time() - t0
         if el > budget or (args.steps and step >= args.steps):
@@ -138,8 +155,8 @@ def main() -> None:
         s = torch.from_numpy(rng.integers(0, seq_y.shape[0], args.batch_seq)).to(dev)
         seq = [to6(seq_y[s, t], seq_uv[s, t]) for t in range(T)]
         if rng.random() < 0.5:
-            xi = xi.flip(-1)
-            seq = [x.flip(-1) for x in seq]
+            xi = hflip_layout(xi)
+            seq = [hflip_layout(x) for x in seq]
         if rng.random() < 0.5:  # play sequences backwards
             seq = seq[::-1]
         x_intra = torch.cat((xi, seq[0]), 0)
@@ -181,6 +198,9 @@ def main() -> None:
             psnr_i = (10 * torch.log10(1 / dist.clamp_min(1e-10))).mean().item()
             psnr_p = (10 * torch.log10((T - 1) / d_p.clamp_min(1e-10))).mean().item()
             stats.append((loss.item(), psnr_i, rate.mean().item(), psnr_p, (r_p / (T - 1)).mean().item()))
+        if args.save_every and time.time() - last_save > args.save_every * 60:
+            save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer)
+            last_save = time.time()
         if step % 200 == 0:
             m = np.mean(stats, 0)
             stats = []
@@ -190,16 +210,7 @@ def main() -> None:
             print(f"step {step} t={row[1]}s lr={lr:g} loss={m[0]:.3f} I: {m[1]:.2f}dB {m[2]:.3f}bpp "
                   f"P: {m[3]:.2f}dB {m[4]:.3f}bpp aux={aux.item():.1f}", flush=True)
 
-    intra.update(force=True)
-    inter.update(force=True)
-    meta = {"steps": str(step), "lambdas": ",".join(map(str, LAMBDAS))}
-    for name, mod in (("intra", intra), ("inter", inter)):
-        h = save_state(mod, os.path.join(args.out_dir, f"{name}.safetensors"), meta)
-        print(f"{name}.safetensors sha256={h}")
-    if args.save_optimizer:
-        torch.save({"intra": intra.state_dict(), "inter": inter.state_dict(), "opt": opt.state_dict(),
-                    "aux_opt": aux_opt.state_dict(), "step": step, "rng": torch.get_rng_state(),
-                    "np_seed": int(rng.integers(2**63))}, os.path.join(args.out_dir, "ckpt.pt"))
+    save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer)
     print(f"done: {step} steps in {time.time() - t0:.0f}s")
 
 
