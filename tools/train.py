@@ -10,8 +10,8 @@ the encoder does), so the inter model learns on its own references (error propag
 quality level is drawn per sample, so one model learns all rates. Loss per frame:
 ``lambda[q] * 255^2 * MSE_YUV + bpp`` with MSE_YUV = (6 MSE_Y + MSE_U + MSE_V) / 8.
 
-Uses CUDA when available (TF32), the CPU otherwise (bf16 autocast is not used: GDN and the entropy
-models want fp32). Writes ``intra.safetensors``/``inter.safetensors`` (CDF tables built) and, on
+Uses CUDA when available (TF32), the CPU otherwise; ``--bf16`` runs the pixel transforms under bf16
+autocast (the entropy models and hyper-transforms stay fp32). Writes ``intra.safetensors``/``inter.safetensors`` (CDF tables built) and, on
 ``--save-optimizer``, a ``ckpt.pt`` that ``--resume`` continues exactly.
 """
 
@@ -55,6 +55,21 @@ def round8(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.clamp(0, 1) * 255) / 255
 
 
+def use_bf16(*modules: torch.nn.Module) -> None:
+    """Run ``modules`` (the pixel transforms) under bf16 autocast in channels_last, returning fp32, while
+    the entropy models and the hyper-transforms stay fp32: about 1.8x faster on CPUs with AMX. The
+    state dict is unchanged (same names, saved contiguous)."""
+    for mod in modules:
+        mod.to(memory_format=torch.channels_last)
+        inner = mod.forward
+
+        def forward(x, inner=inner):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return inner(x.contiguous(memory_format=torch.channels_last)).float()
+
+        mod.forward = forward
+
+
 def save(out_dir, intra, inter, opt, aux_opt, step, rng, with_optimizer: bool) -> None:
     """Write intra/inter.safetensors (CDF tables built) and, with ``with_optimizer``, ``ckpt.pt``."""
     intra.update(force=True)
@@ -87,6 +102,7 @@ def main() -> None:
     ap.add_argument("--aux-lr", type=float, default=5e-3)
     ap.add_argument("--save-optimizer", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16", action="store_true", help="pixel transforms in bf16 autocast (CPU with AMX, GPU)")
     ap.add_argument("--save-every", type=float, default=0, help="also save every this many minutes (0: at the end only)")
     args = ap.parse_args()
 
@@ -129,6 +145,8 @@ def main() -> None:
         torch.set_rng_state(ck["rng"].cpu())
         rng = np.random.default_rng(ck["np_seed"])
     lambdas = torch.tensor(LAMBDAS, device=dev)
+    if args.bf16:
+        use_bf16(intra.g_a, intra.g_s, inter.g_a, inter.g_s, inter.fuse)
 
     os.makedirs(args.out_dir, exist_ok=True)
     log = open(os.path.join(args.out_dir, "log.csv"), "a", newline="")
