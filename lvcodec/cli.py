@@ -35,12 +35,14 @@ def main() -> None:
 @click.option("-q", "--quality", type=click.IntRange(1, 255), default=4, show_default=True,
               help=f"1 (smallest) .. {NUM_QUALITIES} (best) for the default model")
 @click.option("--keyint", type=click.IntRange(1, 65535), default=32, show_default=True, help="I-frame period")
+@click.option("--intra-offset", type=click.IntRange(0, 255), default=None,
+              help="code I-frames this many quality levels above -q (default: the model's, 2 for the default model)")
 @click.option("--frames", type=click.IntRange(1), default=None, help="encode at most this many frames")
 @click.option("-y", "--overwrite", is_flag=True, help="overwrite DST if it exists")
 @click.option("--model", default="lvc-hyperprior-v1", show_default=True, help="a registered model (lvc models)")
 @click.option("--quiet", is_flag=True, help="no progress bar or summary")
 @_errors
-def encode(src, dst, quality, keyint, frames, overwrite, model, quiet):
+def encode(src, dst, quality, keyint, intra_offset, frames, overwrite, model, quiet):
     """Encode SRC (any video PyAV reads; - for stdin) to the .lvc file DST (- for stdout)."""
     from .codec import encode as run
     from .registry import model_class
@@ -50,7 +52,7 @@ def encode(src, dst, quality, keyint, frames, overwrite, model, quiet):
         raise click.BadParameter(f"{quality} is not in the range 1..{levels} of model {model}",
                                  param_hint="'-q' / '--quality'")
     st = run(src, dst, quality=quality, keyint=keyint, overwrite=overwrite, max_frames=frames,
-             progress=not quiet, model=model)
+             progress=not quiet, model=model, intra_offset=intra_offset)
     if st.source_pix_fmt not in ("yuv420p", "yuvj420p"):
         click.echo(f"lvc: note: input is {st.source_pix_fmt}, coded as 8-bit 4:2:0 (yuv420p)", err=True)
     if st.variable_rate:

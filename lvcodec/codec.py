@@ -42,12 +42,20 @@ class Encoder:
     for the last picture encoded."""
 
     def __init__(self, width: int, height: int, quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT,
-                 model: str = DEFAULT_MODEL):
+                 model: str = DEFAULT_MODEL, intra_offset: int | None = None):
         if not isinstance(keyint, int) or not 1 <= keyint <= 65535:
             raise ValueError(f'invalid keyint "{keyint}", should be between 1 and 65535')
         self.model = load_model(model)
         self.quality = _check_quality(quality, self.model.num_qualities)
         self.keyint = keyint if self.model.has_inter else 1
+        if intra_offset is None:
+            intra_offset = self.model.intra_offset
+        if not isinstance(intra_offset, int) or intra_offset < 0:
+            raise ValueError(f'invalid intra offset "{intra_offset}", should be 0 or more')
+        # I-frames of a stream with P-frames are coded better than the P-frames that predict from them
+        # (all-intra streams keep the stream's quality); the packet then carries its own quality
+        self.intra_quality = (min(self.quality + intra_offset, self.model.num_qualities) if self.keyint > 1
+                              else self.quality)
         self.width, self.height = width, height
         self.ref = None  # DPB: decoded previous picture, padded, 6-channel layout
         self.count = 0
@@ -71,8 +79,9 @@ class Encoder:
         with torch.no_grad():
             x = to_tensor(pic, self.model.downsampling)
             if self.count % self.keyint == 0:
-                subs, x_hat = self.model.encode_intra(x, self.quality)
-                packet = bs.Packet(bs.FRAME_I, pic.pts, subs)
+                subs, x_hat = self.model.encode_intra(x, self.intra_quality)
+                packet = bs.Packet(bs.FRAME_I, pic.pts, subs,
+                                   self.intra_quality if self.intra_quality != self.quality else None)
             else:
                 subs, x_hat = self.model.encode_inter(x, self.ref, self.quality)
                 packet = bs.Packet(bs.FRAME_P, pic.pts, subs)
@@ -218,13 +227,15 @@ def psnr_yuv(a: Picture, b: Picture) -> float:
 
 def encode_pictures(pictures: Iterable[Picture], fp, width: int, height: int, rate: Fraction,
                     quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT, progress=None,
-                    colour: dict | None = None, model: str = DEFAULT_MODEL) -> EncodeStats:
+                    colour: dict | None = None, model: str = DEFAULT_MODEL,
+                    intra_offset: int | None = None) -> EncodeStats:
     """Encode ``pictures`` to the binary file object ``fp``; return exact sizes and the PSNR.
 
     ``colour`` optionally gives the H.273 colour description written in the header
     (``colour_primaries``, ``transfer_characteristics``, ``matrix_coefficients``, ``full_range``);
-    ``model`` names a registered model (:func:`lvcodec.list_models`)."""
-    enc = Encoder(width, height, quality, keyint, model)
+    ``model`` names a registered model (:func:`lvcodec.list_models`); ``intra_offset`` overrides its
+    I-frame quality offset (:attr:`Encoder.intra_quality`)."""
+    enc = Encoder(width, height, quality, keyint, model, intra_offset)
     rate = Fraction(rate).limit_denominator(1 << 20)
     w = bs.Writer(fp, enc.header(rate, colour))
     n, psnr_sum, t0 = 0, 0.0, time.perf_counter()
@@ -243,7 +254,7 @@ def encode_pictures(pictures: Iterable[Picture], fp, width: int, height: int, ra
 
 def encode(src: str, dst: str, quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT,
            overwrite: bool = False, max_frames: int | None = None, progress: bool = False,
-           model: str = DEFAULT_MODEL) -> EncodeStats:
+           model: str = DEFAULT_MODEL, intra_offset: int | None = None) -> EncodeStats:
     """Encode the video file ``src`` (anything PyAV reads, ``-`` for stdin) to the ``.lvc`` file ``dst``
     with the registered model ``model``. The output appears only when complete (``-`` writes to stdout)."""
     check_quality(quality, model)
@@ -251,7 +262,7 @@ def encode(src: str, dst: str, quality: int = DEFAULT_QUALITY, keyint: int = DEF
     info, pictures = read_pictures(src, max_frames)
     with out, _bar(progress, "encode") as bar:
         stats = encode_pictures(pictures, out.fp, info.width, info.height, info.rate, quality, keyint, bar,
-                                info.colour, model)
+                                info.colour, model, intra_offset)
     stats.source_pix_fmt = info.pix_fmt
     stats.variable_rate = info.variable_rate
     return stats

@@ -49,6 +49,7 @@ class HyperpriorV1(CodecModel):
     downsampling = 64
     substreams_intra = ("y", "z")
     substreams_inter = ("motion", "y", "z")
+    intra_offset = 2  # measured: see MODEL_CARD.md
 
     def __init__(self):
         self.intra, self.inter = load_models()

@@ -102,3 +102,19 @@ def test_reads_other_pixel_formats(tmp_path):
     st = lvcodec.encode(path, str(tmp_path / "rgb.lvc"))
     assert st.frames == 3 and st.psnr_yuv > 30
     assert st.source_pix_fmt == "bgr0"
+
+
+def test_i_frames_are_coded_above_the_stream_quality(clip_pics, tmp_path):
+    """The default model codes I-frames 2 levels up (capped at the top level); those packets carry their
+    quality, P-frames use the header's, and the decoder follows (bit-exact)."""
+    enc = Encoder(96, 64, 3, 4)
+    packets = [enc.encode(p)[0] for p in clip_pics[:5]]
+    assert [p.quality for p in packets] == [5, None, None, None, 5]
+    assert Encoder(96, 64, 7, 4).intra_quality == 8
+    assert Encoder(96, 64, 3, 1).intra_quality == 3  # all-intra: every frame at the stream's quality
+    assert Encoder(96, 64, 3, 4, intra_offset=0).intra_quality == 3
+    with pytest.raises(ValueError, match="intra offset"):
+        Encoder(96, 64, 3, 4, intra_offset=-1)
+    data, recon = encode_stream(clip_pics, quality=3, keyint=4)
+    for r, d in zip(recon, decode_stream(data, tmp_path)):
+        assert np.array_equal(r.y, d.y) and np.array_equal(r.u, d.u)
