@@ -32,7 +32,9 @@ import math
 
 import torch
 import torch.nn as nn
+from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.entropy_models.entropy_models import EntropyModel
 from compressai.layers import GDN
 from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
@@ -60,6 +62,59 @@ def _version_of(t: torch.Tensor) -> int:
         return t._version
     except RuntimeError:
         return -1
+
+
+class RansWriter:
+    """The symbols of several entropy models, in coding order, in one rANS stream (one flush): a picture
+    costs one flush and one size field however many latents it has. The decoder reads them back in the
+    same order with :class:`RansReader`."""
+
+    def __init__(self):
+        self._enc = BufferedRansEncoder()
+
+    def put(self, model: EntropyModel, symbols: torch.Tensor, indexes: torch.Tensor) -> None:
+        self._enc.encode_with_indexes(symbols.reshape(-1).int().tolist(), indexes.reshape(-1).int().tolist(),
+                                      *_tables(model))
+
+    def flush(self) -> bytes:
+        return self._enc.flush()
+
+
+class RansReader:
+    """Reads what a :class:`RansWriter` wrote, model by model, in the same order."""
+
+    def __init__(self, data: bytes):
+        self._dec = RansDecoder()
+        self._dec.set_stream(data)
+
+    def get(self, model: EntropyModel, indexes: torch.Tensor) -> torch.Tensor:
+        """The integer symbols (as float32, shaped like ``indexes``)."""
+        values = self._dec.decode_stream(indexes.reshape(-1).int().tolist(), *_tables(model))
+        return torch.tensor(values, dtype=torch.float32, device=indexes.device).reshape(indexes.shape)
+
+
+def _tables(model: EntropyModel) -> tuple[list, list, list]:
+    return (model._quantized_cdf.tolist(), model._cdf_length.reshape(-1).int().tolist(),
+            model._offset.reshape(-1).int().tolist())
+
+
+def _medians(eb: EntropyBottleneck) -> torch.Tensor:
+    return eb._get_medians().detach().view(1, -1, 1, 1)
+
+
+def put_factorized(w: RansWriter, eb: EntropyBottleneck, x: torch.Tensor) -> torch.Tensor:
+    """Code ``x`` (1, C, H, W) with the factorized prior ``eb`` (symbols around its medians, as
+    ``EntropyBottleneck.compress`` does); returns the dequantized values the decoder will get."""
+    med = _medians(eb)
+    symbols = torch.round(x - med)
+    w.put(eb, symbols, eb._build_indexes(x.size()))
+    return symbols + med
+
+
+def get_factorized(r: RansReader, eb: EntropyBottleneck, shape: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`put_factorized` for a (1, C, *shape) tensor."""
+    indexes = eb._build_indexes((1, eb._quantized_cdf.size(0), *shape))
+    return r.get(eb, indexes) + _medians(eb)
 
 
 class _GainedHyperprior(CompressionModel):
@@ -136,29 +191,25 @@ class _GainedHyperprior(CompressionModel):
         g = self._g(self.gain, self._qt(z_g_hat, q))
         return means * g, scales.abs() * g
 
-    def _compress_latent(self, y: torch.Tensor, q: int):
+    def _put_latent(self, w: RansWriter, y: torch.Tensor, q: int) -> torch.Tensor:
+        """Code the latent ``y`` (ẑ, then ŷ given ẑ) into ``w``; returns ŷ exactly as the decoder gets it."""
         qt = self._qt(y, q)
         y_g = y * self._g(self.gain, qt)
         z_g = self.h_a(y_g) * self._g(self.zgain, qt)
-        z_strings = self.entropy_bottleneck.compress(z_g)
-        z_g_hat = self.entropy_bottleneck.decompress(z_strings, z_g.shape[-2:])
-        y_strings, y_hat = self._code_y(y_g, z_g_hat, q)
-        return [y_strings, z_strings], z_g.shape[-2:], y_hat
-
-    def _code_y(self, y_g, z_g_hat, q: int):
+        z_g_hat = put_factorized(w, self.entropy_bottleneck, z_g)
         means, scales = self._params_exact(z_g_hat, q)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_strings = self.gaussian_conditional.compress(y_g, indexes, means=means)
+        gc = self.gaussian_conditional
+        symbols = torch.round(y_g - means)
+        w.put(gc, symbols, gc.build_indexes(scales))
         # ŷ' = symbols + means, the same elementwise sum the decoder computes
-        y_g_hat = self.gaussian_conditional.quantize(y_g, "dequantize", means)
-        return y_strings, y_g_hat * self._g(self.inv_gain, self._qt(y_g, q))
+        return (symbols + means) * self._g(self.inv_gain, qt)
 
-    def _decompress_latent(self, strings, shape, q: int):
-        z_g_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+    def _get_latent(self, r: RansReader, shape: tuple[int, int], q: int) -> torch.Tensor:
+        """Inverse of :meth:`_put_latent`: ŷ from the stream, ``shape`` the size of ẑ."""
+        z_g_hat = get_factorized(r, self.entropy_bottleneck, shape)
         means, scales = self._params_exact(z_g_hat, q)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_g_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means)
-        return y_g_hat * self._g(self.inv_gain, self._qt(y_g_hat, q))
+        symbols = r.get(self.gaussian_conditional, self.gaussian_conditional.build_indexes(scales))
+        return (symbols + means) * self._g(self.inv_gain, self._qt(symbols, q))
 
     @staticmethod
     def _qt(x: torch.Tensor, q: int) -> torch.Tensor:
@@ -223,12 +274,16 @@ class IntraModel(_GainedHyperprior):
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, q: int):
-        strings, shape, y_hat = self._compress_latent(self.g_a(x), q)
-        return {"strings": strings, "shape": shape, "x_hat": self._reconstruct(y_hat)}
+        """Code one picture (batch of 1) at quality index ``q``: ``strings`` is ``[stream]``, one rANS
+        stream holding ẑ then ŷ; ``x_hat`` is exactly what :meth:`decompress` returns."""
+        w = RansWriter()
+        y_hat = self._put_latent(w, self.g_a(x), q)
+        shape = (x.shape[-2] // 32, x.shape[-1] // 32)
+        return {"strings": [w.flush()], "shape": shape, "x_hat": self._reconstruct(y_hat)}
 
     @torch.no_grad()
     def decompress(self, strings, shape, q: int):
-        return {"x_hat": self._reconstruct(self._decompress_latent(strings, shape, q))}
+        return {"x_hat": self._reconstruct(self._get_latent(RansReader(strings[0]), shape, q))}
 
 
 class InterModel(_GainedHyperprior):
@@ -259,10 +314,26 @@ class InterModel(_GainedHyperprior):
             return self._synth(y_hat, pred)
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, pred: torch.Tensor, q: int):
-        strings, shape, y_hat = self._compress_latent(self.g_a(torch.cat((x - pred, pred), 1)), q)
-        return {"strings": strings, "shape": shape, "x_hat": self._reconstruct(y_hat, pred)}
+    def compress(self, x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, q: int):
+        """Code one picture (batch of 1) given the decoded reference ``ref`` and the block vectors ``mv``
+        the encoder chose (:func:`lvcodec.motion.search`): ``strings`` is ``[stream]``, one rANS stream
+        holding the vector residuals, ẑ, then ŷ; ``x_hat`` is exactly what :meth:`decompress` returns."""
+        from . import motion
+
+        w = RansWriter()
+        put_factorized(w, self.mv_entropy, (mv - motion.mv_prediction(mv)).float())
+        pred = motion.compensate(ref, mv)
+        y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q)
+        shape = (x.shape[-2] // 32, x.shape[-1] // 32)
+        return {"strings": [w.flush()], "shape": shape, "x_hat": self._reconstruct(y_hat, pred)}
 
     @torch.no_grad()
-    def decompress(self, strings, shape, pred: torch.Tensor, q: int):
-        return {"x_hat": self._reconstruct(self._decompress_latent(strings, shape, q), pred)}
+    def decompress(self, strings, shape, ref: torch.Tensor, q: int):
+        from . import motion
+
+        r = RansReader(strings[0])
+        hb, wb = ref.shape[-2] * 2 // motion.BLOCK, ref.shape[-1] * 2 // motion.BLOCK
+        mvd = torch.round(get_factorized(r, self.mv_entropy, (hb, wb))).to(torch.int64)[0].cpu().numpy()
+        mv = torch.from_numpy(motion.mv_from_residual(mvd))[None].to(torch.int32).to(ref.device)
+        pred = motion.compensate(ref, mv)
+        return {"x_hat": self._reconstruct(self._get_latent(r, shape, q), pred)}

@@ -47,8 +47,8 @@ class HyperpriorV1(CodecModel):
     has_inter = True
     num_qualities = 8  # = len(lvcodec.models.LAMBDAS); kept here so the registry needs no torch
     downsampling = 64
-    substreams_intra = ("y", "z")
-    substreams_inter = ("motion", "y", "z")
+    substreams_intra = ("z+y",)  # one rANS stream: the hyper-latent, then the latent
+    substreams_inter = ("motion+z+y",)  # one rANS stream: vector residuals, hyper-latent, latent
     intra_offset = 2  # measured: see MODEL_CARD.md
 
     def __init__(self):
@@ -59,32 +59,18 @@ class HyperpriorV1(CodecModel):
 
     def encode_intra(self, x, quality: int):
         out = self.intra.compress(x, quality - 1)
-        return [out["strings"][0][0], out["strings"][1][0]], out["x_hat"]
+        return out["strings"], out["x_hat"]
 
     def decode_intra(self, substreams, coded_size, quality: int):
-        y_s, z_s = substreams
-        shape = (coded_size[0] // 64, coded_size[1] // 64)
-        return self.intra.decompress([[y_s], [z_s]], shape, quality - 1)["x_hat"]
+        return self.intra.decompress(substreams, (coded_size[0] // 64, coded_size[1] // 64), quality - 1)["x_hat"]
 
     def encode_inter(self, x, ref, quality: int):
         from . import motion
 
         mv = motion.search(x, ref, lam=mv_lambda(quality))
-        mvd = mv - motion.mv_prediction(mv)
-        mv_string = self.inter.mv_entropy.compress(mvd.float())[0]
-        pred = motion.compensate(ref, mv)
-        out = self.inter.compress(x, pred, quality - 1)
-        return [mv_string, out["strings"][0][0], out["strings"][1][0]], out["x_hat"]
+        out = self.inter.compress(x, ref, mv, quality - 1)
+        return out["strings"], out["x_hat"]
 
     def decode_inter(self, substreams, coded_size, ref, quality: int):
-        import torch
-
-        from . import motion
-
-        mv_s, y_s, z_s = substreams
         h, w = coded_size
-        mvd = self.inter.mv_entropy.decompress([mv_s], (h // motion.BLOCK, w // motion.BLOCK))
-        mvd = torch.round(mvd).to(torch.int64)[0].numpy()
-        mv = torch.from_numpy(motion.mv_from_residual(mvd))[None].to(torch.int32)
-        pred = motion.compensate(ref, mv)
-        return self.inter.decompress([[y_s], [z_s]], (h // 64, w // 64), pred, quality - 1)["x_hat"]
+        return self.inter.decompress(substreams, (h // 64, w // 64), ref, quality - 1)["x_hat"]

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from compressai.entropy_models import GaussianConditional
 
 from lvcodec import intnet
+from lvcodec import models as lvmodels
 from lvcodec.codec import load_models
 from lvcodec.demo import demo_clip
 
@@ -65,45 +67,54 @@ def test_decoding_with_another_thread_count_is_bit_identical(pics128, tmp_path, 
 
 
 class _Recorder:
-    """Wraps the GaussianConditional of both models: records indexes, means and symbols of ŷ."""
+    """Records, per coded latent ŷ of either model, its entropy parameters (means, scales) and symbols:
+    at the encoder from what goes into the rANS stream, at the decoder from what comes out."""
 
-    def __init__(self, monkeypatch, models):
-        self.rows = []
-        for m in models:
-            gc = m.gaussian_conditional
-            monkeypatch.setattr(gc, "compress", self._wrap_compress(gc, gc.compress))
-            monkeypatch.setattr(gc, "decompress", self._wrap_decompress(gc.decompress))
+    def __init__(self, monkeypatch):
+        self.params, self.symbols = [], []
+        params_exact = lvmodels._GainedHyperprior._params_exact
 
-    def _wrap_compress(self, gc, f):
-        def compress(inputs, indexes, means=None):
-            self.rows.append((indexes.clone(), means.clone(), gc.quantize(inputs, "symbols", means)))
-            return f(inputs, indexes, means=means)
-        return compress
+        def params(model, z_g_hat, q):
+            means, scales = params_exact(model, z_g_hat, q)
+            self.params.append((means.clone(), scales.clone()))
+            return means, scales
 
-    def _wrap_decompress(self, f):
-        def decompress(strings, indexes, dtype=torch.float, means=None):
-            out = f(strings, indexes, dtype, means=means)
-            self.rows.append((indexes.clone(), means.clone(), torch.round(out - means).int()))
+        put, get = lvmodels.RansWriter.put, lvmodels.RansReader.get
+
+        def put_rec(w, model, symbols, indexes):
+            if isinstance(model, GaussianConditional):
+                self.symbols.append((indexes.clone(), symbols.clone()))
+            return put(w, model, symbols, indexes)
+
+        def get_rec(r, model, indexes):
+            out = get(r, model, indexes)
+            if isinstance(model, GaussianConditional):
+                self.symbols.append((indexes.clone(), out.clone()))
             return out
-        return decompress
+
+        monkeypatch.setattr(lvmodels._GainedHyperprior, "_params_exact", params)
+        monkeypatch.setattr(lvmodels.RansWriter, "put", put_rec)
+        monkeypatch.setattr(lvmodels.RansReader, "get", get_rec)
+
+    @property
+    def rows(self):
+        return [(i, m, s, y) for (m, s), (i, y) in zip(self.params, self.symbols)]
 
 
 def _perturb_float_path(monkeypatch, models, z_inputs):
     """±1 ulp on every float that the decoder computes around the entropy coder: the decoded ẑ and
     motion vectors (the inputs of the hyper path), every layer of the float h_s, the synthesis output."""
     handles = []
-    for m in models:
-        for name in ("entropy_bottleneck", "mv_entropy"):
-            eb = getattr(m, name, None)
-            if eb is None:
-                continue
+    get_factorized = lvmodels.get_factorized
 
-            def noisy(strings, size, f=eb.decompress, keep=name == "entropy_bottleneck"):
-                out = ulp_noise(f(strings, size), seed=len(z_inputs))
-                if keep:
-                    z_inputs.append(out)
-                return out
-            monkeypatch.setattr(eb, "decompress", noisy)
+    def noisy(r, eb, shape):
+        out = ulp_noise(get_factorized(r, eb, shape), seed=len(z_inputs))
+        if any(eb is m.entropy_bottleneck for m in models):
+            z_inputs.append(out)
+        return out
+
+    monkeypatch.setattr(lvmodels, "get_factorized", noisy)
+    for m in models:
         for layer in [*m.h_s, m.g_s]:
             handles.append(layer.register_forward_hook(lambda mod, i, o: ulp_noise(o, seed=7)))
     return handles
@@ -113,14 +124,14 @@ def test_ulp_noise_on_the_float_path_changes_no_entropy_parameter(pics, tmp_path
     models = load_models()
     data, recon = encode_stream(pics[:4], keyint=3)
     with monkeypatch.context() as mp:
-        enc = _Recorder(mp, models)
+        enc = _Recorder(mp)
         encode_stream(pics[:4], keyint=3)  # same stream again, recording the encoder's parameters
     with monkeypatch.context() as mp:
-        clean = _Recorder(mp, models)
+        clean = _Recorder(mp)
         assert _same_pictures(decode_stream(data, tmp_path), recon)
     z_noisy = []
     with monkeypatch.context() as mp:
-        noisy = _Recorder(mp, models)
+        noisy = _Recorder(mp)
         handles = _perturb_float_path(mp, models, z_noisy)
         try:
             decoded = decode_stream(data, tmp_path)  # still decodes, with every symbol and parameter exact
@@ -130,7 +141,7 @@ def test_ulp_noise_on_the_float_path_changes_no_entropy_parameter(pics, tmp_path
     assert len(decoded) == 4 and len(z_noisy) == 4
     assert len(enc.rows) == len(clean.rows) == len(noisy.rows) == 4
     for e, c, n in zip(enc.rows, clean.rows, noisy.rows):
-        for a, b, d in zip(e, c, n):  # indexes, means, symbols
+        for a, b, d in zip(e, c, n):  # indexes, means, scales, symbols
             assert torch.equal(a, b) and torch.equal(b, d)
 
     # Contrast: the same noise on ẑ moves the float h_s's outputs, not the exact one's.
@@ -280,16 +291,18 @@ def _cross_device(enc_device, dec_device, pics):
     """Code an I-frame and a P-frame with the models on ``enc_device``, decode them on ``dec_device``:
     ŷ (and so every symbol and entropy parameter) must be bit-identical."""
     from lvcodec.frames import quantize8, to_tensor
+    from lvcodec.models import RansReader, RansWriter
 
     models = {d: [copy.deepcopy(m).to(d) for m in load_models()] for d in {enc_device, dec_device}}
     x0, x1 = (to_tensor(p, 64) for p in pics[:2])
     for which, x, extra in ((0, x0, ()), (1, x1, (quantize8(x0),))):
         enc, dec = models[enc_device][which], models[dec_device][which]
         with torch.no_grad():
-            strings, shape, y_hat = enc._compress_latent(
-                enc.g_a(x.to(enc_device) if which == 0 else torch.cat((x - extra[0], extra[0]), 1).to(enc_device)),
+            w = RansWriter()
+            y_hat = enc._put_latent(
+                w, enc.g_a(x.to(enc_device) if which == 0 else torch.cat((x - extra[0], extra[0]), 1).to(enc_device)),
                 4)
-            y_dec = dec._decompress_latent(strings, shape, 4)
+            y_dec = dec._get_latent(RansReader(w.flush()), (x.shape[-2] // 32, x.shape[-1] // 32), 4)
         assert torch.equal(y_hat.cpu(), y_dec.cpu())
 
 

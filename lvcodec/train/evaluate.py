@@ -57,22 +57,15 @@ def _code_clip(intra, inter, pics: list[Picture], quality: int, rd: RD) -> None:
     enc_ref = dec_ref = None
     for k, pic in enumerate(pics):
         x = to_tensor(pic, m)
-        hb, wb = x.shape[-2] * 2 // motion.BLOCK, x.shape[-1] * 2 // motion.BLOCK
         if k == 0:
             out = intra.compress(x, q)
-            strings = [out["strings"][0][0], out["strings"][1][0]]
-            x_dec = intra.decompress([[strings[0]], [strings[1]]], out["shape"], q)["x_hat"]
+            x_dec = intra.decompress(out["strings"], out["shape"], q)["x_hat"]
         else:
             mv = motion.search(x, enc_ref, lam=mv_lambda(quality))
-            mvd = mv - motion.mv_prediction(mv)
-            mv_string = inter.mv_entropy.compress(mvd.float())[0]
-            out = inter.compress(x, motion.compensate(enc_ref, mv), q)
-            strings = [mv_string, out["strings"][0][0], out["strings"][1][0]]
-            # decoder side: only the strings and its own reference
-            mvd_dec = torch.round(inter.mv_entropy.decompress([mv_string], (hb, wb))).to(torch.int64)[0].numpy()
-            mv_dec = torch.from_numpy(motion.mv_from_residual(mvd_dec))[None].to(torch.int32)
-            pred_dec = motion.compensate(dec_ref, mv_dec)
-            x_dec = inter.decompress([[strings[1]], [strings[2]]], out["shape"], pred_dec, q)["x_hat"]
+            out = inter.compress(x, enc_ref, mv, q)
+            # decoder side: only the stream and its own reference
+            x_dec = inter.decompress(out["strings"], out["shape"], dec_ref, q)["x_hat"]
+        strings = out["strings"]
         enc_ref, dec_ref = quantize8(out["x_hat"]), quantize8(x_dec)
         rd.mismatches += int(not torch.equal(enc_ref, dec_ref))
         rd.bytes += sum(len(s) for s in strings)
