@@ -90,9 +90,14 @@ def run_options(name: str, value: int, keyint: int) -> dict:
     k = 1 if intra else keyint
     if is_model(family):
         model = model_class(model_of(family))
+        from .. import __version__
+        from ..bitstream import VERSION
+
         return {"codec": "lvc", "model": model.name, "model_id": model.model_id,
                 "weights_hash": _model_weights(model.name).hex(), "quality": value,
-                "keyint": k if model.has_inter else 1, "api": "lvcodec.codec.encode_pictures / lvcodec.decode"}
+                "keyint": k if model.has_inter else 1, "intra_offset": model.intra_offset if k > 1 else 0,
+                "lvcodec": __version__, "container": ".".join(map(str, VERSION)),
+                "api": "lvcodec.codec.encode_pictures / lvcodec.decode"}
     d = anchors.describe(family, k)
     d["options"] = anchors.encoder_options(family, value, k)
     d["keyint"] = k
