@@ -36,7 +36,8 @@ def main() -> None:
               help=f"1 (smallest) .. {NUM_QUALITIES} (best) for the default model")
 @click.option("--keyint", type=click.IntRange(1, 65535), default=32, show_default=True, help="I-frame period")
 @click.option("--intra-offset", type=click.IntRange(0, 255), default=None,
-              help="code I-frames this many quality levels above -q (default: the model's, 2 for the default model)")
+              help="code I-frames this many quality levels above -q (default: the model's; for the default model 2 at "
+                   "-q 1, 1 at -q 2..3, else 0)")
 @click.option("--frames", type=click.IntRange(1), default=None, help="encode at most this many frames")
 @click.option("-y", "--overwrite", is_flag=True, help="overwrite DST if it exists")
 @click.option("--model", default="lvc-hyperprior-v1", show_default=True, help="a registered model (lvc models)")

@@ -49,7 +49,7 @@ class Encoder:
         self.quality = _check_quality(quality, self.model.num_qualities)
         self.keyint = keyint if self.model.has_inter else 1
         if intra_offset is None:
-            intra_offset = self.model.intra_offset
+            intra_offset = self.model.intra_offset(self.quality)
         if not isinstance(intra_offset, int) or intra_offset < 0:
             raise ValueError(f'invalid intra offset "{intra_offset}", should be 0 or more')
         # I-frames of a stream with P-frames are coded better than the P-frames that predict from them

@@ -52,7 +52,7 @@ class CodecModel:
       ``encode_*`` return ``(substreams, x_hat)``, with ``x_hat`` exactly what ``decode_*`` will return
       from those substreams: the decoder must rebuild the same entropy parameters on any machine.
     - ``quality`` is 1..:attr:`num_qualities`; higher is better quality and more bits.
-    - :attr:`intra_offset` is how many quality levels above the stream's quality the encoder codes
+    - :meth:`intra_offset` is how many quality levels above the stream's quality the encoder codes
       I-frames by default (a better reference for the whole GOP; such packets carry their quality).
     - Training is the model's own business (e.g. CompressAI-style ``forward`` returning
       ``{"x_hat", "likelihoods"}``); ``lvc train`` knows the built-in models.
@@ -66,7 +66,9 @@ class CodecModel:
     #: substreams of an I and of a P packet (informative; listed by ``lvc info`` and the docs)
     substreams_intra: tuple[str, ...] = ()
     substreams_inter: tuple[str, ...] = ()
-    intra_offset: int = 0
+    def intra_offset(self, quality: int) -> int:
+        """Levels above ``quality`` at which the encoder codes I-frames of streams with P-frames (default 0)."""
+        return 0
 
     def weights_sha256(self) -> bytes:
         raise NotImplementedError

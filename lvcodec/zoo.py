@@ -49,7 +49,11 @@ class HyperpriorV1(CodecModel):
     downsampling = 64
     substreams_intra = ("z+y",)  # one rANS stream: the hyper-latent, then the latent
     substreams_inter = ("motion+z+y",)  # one rANS stream: vector residuals, hyper-latent, latent
-    intra_offset = 2  # measured: see MODEL_CARD.md
+    #: I-frame quality offset per quality level: a better I-frame pays off at low rates only (MODEL_CARD.md)
+    INTRA_OFFSETS = (2, 1, 1, 0, 0, 0, 0, 0)
+
+    def intra_offset(self, quality: int) -> int:
+        return self.INTRA_OFFSETS[quality - 1]
 
     def __init__(self):
         self.intra, self.inter = load_models()

@@ -105,12 +105,13 @@ def test_reads_other_pixel_formats(tmp_path):
 
 
 def test_i_frames_are_coded_above_the_stream_quality(clip_pics, tmp_path):
-    """The default model codes I-frames 2 levels up (capped at the top level); those packets carry their
-    quality, P-frames use the header's, and the decoder follows (bit-exact)."""
+    """The default model codes I-frames of low-rate streams 1-2 levels up (capped at the top level); those
+    packets carry their quality, P-frames use the header's, and the decoder follows (bit-exact)."""
     enc = Encoder(96, 64, 3, 4)
     packets = [enc.encode(p)[0] for p in clip_pics[:5]]
-    assert [p.quality for p in packets] == [5, None, None, None, 5]
-    assert Encoder(96, 64, 7, 4).intra_quality == 8
+    assert [p.quality for p in packets] == [4, None, None, None, 4]
+    assert [Encoder(96, 64, q, 4).intra_quality for q in range(1, 9)] == [3, 3, 4, 4, 5, 6, 7, 8]
+    assert Encoder(96, 64, 7, 4, intra_offset=3).intra_quality == 8
     assert Encoder(96, 64, 3, 1).intra_quality == 3  # all-intra: every frame at the stream's quality
     assert Encoder(96, 64, 3, 4, intra_offset=0).intra_quality == 3
     with pytest.raises(ValueError, match="intra offset"):

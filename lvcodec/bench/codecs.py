@@ -82,6 +82,14 @@ def setting_label(name: str, value: int) -> str:
     return f"q{value}" if is_model(split(name)[0]) else f"crf{value}"
 
 
+def _intra_offset(model, quality) -> int | str:
+    from ..registry import load_model
+
+    if isinstance(quality, int) and 1 <= quality <= model.num_qualities:
+        return load_model(model.name).intra_offset(quality)
+    return "the model's, per quality"
+
+
 def run_options(name: str, value: int, keyint: int) -> dict:
     """Every option of one run (what goes into the results and the cache key)."""
     from ..registry import model_class
@@ -95,7 +103,7 @@ def run_options(name: str, value: int, keyint: int) -> dict:
 
         return {"codec": "lvc", "model": model.name, "model_id": model.model_id,
                 "weights_hash": _model_weights(model.name).hex(), "quality": value,
-                "keyint": k if model.has_inter else 1, "intra_offset": model.intra_offset if k > 1 else 0,
+                "keyint": k if model.has_inter else 1, "intra_offset": _intra_offset(model, value) if k > 1 else 0,
                 "lvcodec": __version__, "container": ".".join(map(str, VERSION)),
                 "api": "lvcodec.codec.encode_pictures / lvcodec.decode"}
     d = anchors.describe(family, k)
