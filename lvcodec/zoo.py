@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-668e25c3.safetensors", "668e25c365b2eacd9d5d3f41b7112ca05c58e53e06f382516cd6430b3f533ed8"),
-    "inter": ("inter-90fe49e6.safetensors", "90fe49e6640a51538269df7a7d5ee6af13fd8aef7c587a08c02f4be6ac6b633b"),
+    "intra": ("intra-1cd80c97.safetensors", "1cd80c9770d09f5841fa263b6683e674815a3625c11da3ccfc5c8c4b03dd71fb"),
+    "inter": ("inter-cf5b163e.safetensors", "cf5b163e7733fcf2eb889be63207677d199f421ac2b979431c8bd77d44ce4f94"),
 }
 
 
