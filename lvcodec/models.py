@@ -159,7 +159,7 @@ class _GainedHyperprior(CompressionModel):
         z_g = z * self._g(self.zgain, q)
         z_g_hat, z_lik = self.entropy_bottleneck(z_g)
         # straight-through rounding of z around the medians for the hyper-synthesis
-        z_med = self.entropy_bottleneck._get_medians().view(1, -1, 1, 1)
+        z_med = _medians(self.entropy_bottleneck)
         z_g_ste = z_g + (torch.round(z_g - z_med) + z_med - z_g).detach()
         z_hat = z_g_ste * self._g(self.inv_zgain, q)
         means, scales = self._params(z_hat, q)
@@ -185,7 +185,7 @@ class _GainedHyperprior(CompressionModel):
     def _params_exact(self, z_g_hat: torch.Tensor, q: int):
         """Entropy parameters of y' from the decoded ẑ' (= symbols + medians), bit-identical everywhere:
         the symbols are recovered exactly, ``h_s`` runs in exact fixed point, the rest is elementwise."""
-        z_med = self.entropy_bottleneck._get_medians().detach().view(1, -1, 1, 1)
+        z_med = _medians(self.entropy_bottleneck)
         symbols = torch.round(z_g_hat - z_med)  # exact: z_g_hat = float(symbols) + medians, |symbols| << 2^22
         means, scales = self._int_h_s(q, z_g_hat.device)(symbols).chunk(2, 1)
         g = self._g(self.gain, self._qt(z_g_hat, q))
