@@ -102,19 +102,23 @@ def _medians(eb: EntropyBottleneck) -> torch.Tensor:
     return eb._get_medians().detach().view(1, -1, 1, 1)
 
 
-def put_factorized(w: RansWriter, eb: EntropyBottleneck, x: torch.Tensor) -> torch.Tensor:
+def put_factorized(w: RansWriter, eb: EntropyBottleneck, x: torch.Tensor, first: int = 0) -> torch.Tensor:
     """Code ``x`` (1, C, H, W) with the factorized prior ``eb`` (symbols around its medians, as
-    ``EntropyBottleneck.compress`` does); returns the dequantized values the decoder will get."""
-    med = _medians(eb)
+    ``EntropyBottleneck.compress`` does), channel c of ``x`` by channel ``first + c`` of ``eb``; returns the
+    dequantized values the decoder will get."""
+    c = x.size(1)
+    med = _medians(eb)[:, first:first + c]
     symbols = torch.round(x - med)
-    w.put(eb, symbols, eb._build_indexes(x.size()))
+    w.put(eb, symbols, eb._build_indexes(x.size()) + first)
     return symbols + med
 
 
-def get_factorized(r: RansReader, eb: EntropyBottleneck, shape: tuple[int, int]) -> torch.Tensor:
-    """Inverse of :func:`put_factorized` for a (1, C, *shape) tensor."""
-    indexes = eb._build_indexes((1, eb._quantized_cdf.size(0), *shape))
-    return r.get(eb, indexes) + _medians(eb)
+def get_factorized(r: RansReader, eb: EntropyBottleneck, shape: tuple[int, int], channels: int | None = None,
+                   first: int = 0) -> torch.Tensor:
+    """Inverse of :func:`put_factorized` for a (1, ``channels``, *shape) tensor (default: all of ``eb``'s)."""
+    c = eb._quantized_cdf.size(0) if channels is None else channels
+    indexes = eb._build_indexes((1, c, *shape)) + first
+    return r.get(eb, indexes) + _medians(eb)[:, first:first + c]
 
 
 class _GainedHyperprior(CompressionModel):
@@ -298,7 +302,20 @@ class InterModel(_GainedHyperprior):
             conv(F, F, 3, 1), nn.LeakyReLU(inplace=True),
             conv(F, 6, 3, 1),
         )
-        self.mv_entropy = EntropyBottleneck(2, init_scale=16)
+        # one prior per quality level (channels 2q, 2q+1: x and y): the encoder's search keeps more of the
+        # field on its prediction at low qualities, so a shared prior would overprice the zero residuals
+        self.mv_entropy = EntropyBottleneck(2 * qualities, init_scale=16)
+
+    def mv_likelihoods(self, mvd: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Likelihoods (B, 2, Hb, Wb) of the integer vector residuals ``mvd`` under the prior of each item's
+        quality: the discrete probabilities the coder uses (the vectors come from a search, so there is
+        no gradient to relax for; this trains the prior alone, by maximum likelihood)."""
+        b, _, hb, wb = mvd.shape
+        full = mvd.new_zeros((b, self.mv_entropy.channels, hb, wb), dtype=torch.float32)
+        idx = (2 * q.view(-1, 1) + torch.arange(2, device=q.device)).view(b, 2, 1, 1).expand(b, 2, hb, wb)
+        full.scatter_(1, idx, mvd.float())
+        _, lik = self.mv_entropy(full, training=False)
+        return lik.gather(1, idx)
 
     def _synth(self, y_hat, pred):
         return pred + self.fuse(torch.cat((self.g_s(y_hat), pred), 1))
@@ -306,7 +323,7 @@ class InterModel(_GainedHyperprior):
     def forward(self, x: torch.Tensor, pred: torch.Tensor, q: torch.Tensor, mvd: torch.Tensor | None = None):
         y_hat, lik = self._code(self.g_a(torch.cat((x - pred, pred), 1)), q)
         if mvd is not None:
-            _, lik["mv"] = self.mv_entropy(mvd.float())
+            lik["mv"] = self.mv_likelihoods(mvd, q)
         return {"x_hat": self._synth(y_hat, pred), "likelihoods": lik}
 
     def _reconstruct(self, y_hat, pred):
@@ -321,7 +338,7 @@ class InterModel(_GainedHyperprior):
         from . import motion
 
         w = RansWriter()
-        put_factorized(w, self.mv_entropy, (mv - motion.mv_prediction(mv)).float())
+        put_factorized(w, self.mv_entropy, (mv - motion.mv_prediction(mv)).float(), first=2 * q)
         pred = motion.compensate(ref, mv)
         y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q)
         shape = (x.shape[-2] // 32, x.shape[-1] // 32)
@@ -333,7 +350,7 @@ class InterModel(_GainedHyperprior):
 
         r = RansReader(strings[0])
         hb, wb = ref.shape[-2] * 2 // motion.BLOCK, ref.shape[-1] * 2 // motion.BLOCK
-        mvd = torch.round(get_factorized(r, self.mv_entropy, (hb, wb))).to(torch.int64)[0].cpu().numpy()
+        mvd = torch.round(get_factorized(r, self.mv_entropy, (hb, wb), channels=2, first=2 * q)).to(torch.int64)[0].cpu().numpy()
         mv = torch.from_numpy(motion.mv_from_residual(mvd))[None].to(torch.int32).to(ref.device)
         pred = motion.compensate(ref, mv)
         return {"x_hat": self._reconstruct(self._get_latent(r, shape, q), pred)}

@@ -10,7 +10,7 @@ from .registry import CodecModel, register_model
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
     "intra": ("intra-1cd80c97.safetensors", "1cd80c9770d09f5841fa263b6683e674815a3625c11da3ccfc5c8c4b03dd71fb"),
-    "inter": ("inter-cf5b163e.safetensors", "cf5b163e7733fcf2eb889be63207677d199f421ac2b979431c8bd77d44ce4f94"),
+    "inter": ("inter-74fbd1ab.safetensors", "74fbd1abf8acd9ac02d5038689d2acc213e1934bdf6e67853f3830d654bc229c"),
 }
 
 

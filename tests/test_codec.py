@@ -119,3 +119,11 @@ def test_i_frames_are_coded_above_the_stream_quality(clip_pics, tmp_path):
     data, recon = encode_stream(clip_pics, quality=3, keyint=4)
     for r, d in zip(recon, decode_stream(data, tmp_path)):
         assert np.array_equal(r.y, d.y) and np.array_equal(r.u, d.u)
+
+
+def test_a_still_picture_costs_little_after_its_i_frame():
+    """Nothing moves: at the lowest quality the vector priors make each P-frame a few dozen bytes."""
+    pic = demo_clip(1, 256, 192)[0]
+    enc = Encoder(256, 192, quality=1, keyint=32)
+    sizes = [enc.encode(pic)[0].size for _ in range(6)]
+    assert all(s <= 0.08 * sizes[0] for s in sizes[1:]), sizes

@@ -107,8 +107,8 @@ def _perturb_float_path(monkeypatch, models, z_inputs):
     handles = []
     get_factorized = lvmodels.get_factorized
 
-    def noisy(r, eb, shape):
-        out = ulp_noise(get_factorized(r, eb, shape), seed=len(z_inputs))
+    def noisy(r, eb, shape, **kw):
+        out = ulp_noise(get_factorized(r, eb, shape, **kw), seed=len(z_inputs))
         if any(eb is m.entropy_bottleneck for m in models):
             z_inputs.append(out)
         return out
