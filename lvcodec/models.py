@@ -129,7 +129,8 @@ class _GainedHyperprior(CompressionModel):
     def __init__(self, N: int = 96, M: int = 128, Nz: int = 96, qualities: int = NUM_QUALITIES):
         super().__init__()
         self.N, self.M, self.Nz = N, M, Nz
-        self.entropy_bottleneck = EntropyBottleneck(Nz)
+        # one prior of ẑ per quality level (channels Nz*q .. Nz*q+Nz-1): ẑ's statistics change with the gains
+        self.entropy_bottleneck = EntropyBottleneck(Nz * qualities)
         self.gaussian_conditional = GaussianConditional(None)
         self.h_a = nn.Sequential(
             conv(M, Nz, 3, 1), nn.LeakyReLU(inplace=True),
@@ -151,6 +152,19 @@ class _GainedHyperprior(CompressionModel):
     def _g(table: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         return table[q][:, :, None, None]
 
+    def z_medians(self, q: torch.Tensor | int) -> torch.Tensor:
+        """Medians of ẑ' at quality index ``q``: (Nz,) for an int, (B, Nz, 1, 1) for a (B,) tensor."""
+        med = self.entropy_bottleneck._get_medians().detach().view(-1, self.Nz)
+        return med[q] if isinstance(q, int) else med[q][:, :, None, None]
+
+    def _z_likelihoods(self, z_g: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Training-time likelihoods of ẑ' (uniform noise) under the prior of each item's quality."""
+        b, c, h, w = z_g.shape
+        full = z_g.new_zeros((b, self.entropy_bottleneck.channels, h, w))
+        idx = (c * q.view(-1, 1) + torch.arange(c, device=q.device)).view(b, c, 1, 1).expand(b, c, h, w)
+        _, lik = self.entropy_bottleneck(full.scatter(1, idx, z_g))
+        return lik.gather(1, idx)
+
     def _params(self, z_hat: torch.Tensor, q: torch.Tensor):
         means, scales = self.h_s(z_hat).chunk(2, 1)
         g = self._g(self.gain, q)
@@ -161,9 +175,9 @@ class _GainedHyperprior(CompressionModel):
         y_g = y * self._g(self.gain, q)
         z = self.h_a(y_g)
         z_g = z * self._g(self.zgain, q)
-        z_g_hat, z_lik = self.entropy_bottleneck(z_g)
+        z_lik = self._z_likelihoods(z_g, q)
         # straight-through rounding of z around the medians for the hyper-synthesis
-        z_med = _medians(self.entropy_bottleneck)
+        z_med = self.z_medians(q)
         z_g_ste = z_g + (torch.round(z_g - z_med) + z_med - z_g).detach()
         z_hat = z_g_ste * self._g(self.inv_zgain, q)
         means, scales = self._params(z_hat, q)
@@ -182,14 +196,13 @@ class _GainedHyperprior(CompressionModel):
         if key not in cache:
             for k in [k for k in cache if k[2] != key[2]]:
                 del cache[k]  # built from stale weights
-            cache[key] = IntegerNetwork(self.h_s, self.entropy_bottleneck._get_medians().flatten(),
-                                        self.inv_zgain[q]).to(device)
+            cache[key] = IntegerNetwork(self.h_s, self.z_medians(q), self.inv_zgain[q]).to(device)
         return cache[key]
 
     def _params_exact(self, z_g_hat: torch.Tensor, q: int):
         """Entropy parameters of y' from the decoded ẑ' (= symbols + medians), bit-identical everywhere:
         the symbols are recovered exactly, ``h_s`` runs in exact fixed point, the rest is elementwise."""
-        z_med = _medians(self.entropy_bottleneck)
+        z_med = self.z_medians(q).view(1, -1, 1, 1)
         symbols = torch.round(z_g_hat - z_med)  # exact: z_g_hat = float(symbols) + medians, |symbols| << 2^22
         means, scales = self._int_h_s(q, z_g_hat.device)(symbols).chunk(2, 1)
         g = self._g(self.gain, self._qt(z_g_hat, q))
@@ -200,7 +213,7 @@ class _GainedHyperprior(CompressionModel):
         qt = self._qt(y, q)
         y_g = y * self._g(self.gain, qt)
         z_g = self.h_a(y_g) * self._g(self.zgain, qt)
-        z_g_hat = put_factorized(w, self.entropy_bottleneck, z_g)
+        z_g_hat = put_factorized(w, self.entropy_bottleneck, z_g, first=self.Nz * q)
         means, scales = self._params_exact(z_g_hat, q)
         gc = self.gaussian_conditional
         symbols = torch.round(y_g - means)
@@ -210,7 +223,7 @@ class _GainedHyperprior(CompressionModel):
 
     def _get_latent(self, r: RansReader, shape: tuple[int, int], q: int) -> torch.Tensor:
         """Inverse of :meth:`_put_latent`: ŷ from the stream, ``shape`` the size of ẑ."""
-        z_g_hat = get_factorized(r, self.entropy_bottleneck, shape)
+        z_g_hat = get_factorized(r, self.entropy_bottleneck, shape, channels=self.Nz, first=self.Nz * q)
         means, scales = self._params_exact(z_g_hat, q)
         symbols = r.get(self.gaussian_conditional, self.gaussian_conditional.build_indexes(scales))
         return (symbols + means) * self._g(self.inv_gain, self._qt(symbols, q))
@@ -223,6 +236,24 @@ class _GainedHyperprior(CompressionModel):
         self.__dict__.pop("_int_h_s_cache", None)
         return super().update(scale_table=scale_table() if scale_table_ is None else scale_table_,
                               force=force, update_quantiles=update_quantiles)
+
+
+def upgrade_state(model: nn.Module, state: dict) -> dict:
+    """``state`` with the shared (one quality) priors of older weights repeated for every quality level, as
+    ``model`` (one prior per quality for ẑ and for the vectors) expects; other entries are left as they are."""
+    own = model.state_dict()
+    out = dict(state)
+    for prefix in ("entropy_bottleneck.", "mv_entropy."):
+        key = prefix + "quantiles"
+        if key not in state or key not in own or state[key].shape == own[key].shape:
+            continue
+        old, new = state[key].shape[0], own[key].shape[0]
+        if new % old:
+            continue
+        for k, v in state.items():
+            if k.startswith(prefix) and not k.endswith("target") and v.dim() and v.shape[0] == old:
+                out[k] = v.repeat(new // old, *([1] * (v.dim() - 1)))
+    return out
 
 
 def _analysis(cin: int, N: int, M: int) -> nn.Sequential:

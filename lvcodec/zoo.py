@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-1cd80c97.safetensors", "1cd80c9770d09f5841fa263b6683e674815a3625c11da3ccfc5c8c4b03dd71fb"),
-    "inter": ("inter-74fbd1ab.safetensors", "74fbd1abf8acd9ac02d5038689d2acc213e1934bdf6e67853f3830d654bc229c"),
+    "intra": ("intra-58c1c3a2.safetensors", "58c1c3a2040d3295d2d3747262de88ae01bb045e22d3113c46aa8c5a5771846b"),
+    "inter": ("inter-ccadcefb.safetensors", "ccadcefb0a45bf64652b863974a271320f3fb87cf8e0cb2034de170a33686e90"),
 }
 
 

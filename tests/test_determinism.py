@@ -147,7 +147,7 @@ def test_ulp_noise_on_the_float_path_changes_no_entropy_parameter(pics, tmp_path
     # Contrast: the same noise on ẑ moves the float h_s's outputs, not the exact one's.
     intra = models[0]
     z_noisy_i = z_noisy[0]
-    med = intra.entropy_bottleneck._get_medians().view(1, -1, 1, 1)
+    med = intra.z_medians(3).view(1, -1, 1, 1)
     z_clean = torch.round(z_noisy_i - med) + med
     assert not torch.equal(z_clean, z_noisy_i)
     qt = torch.tensor([3])
@@ -171,7 +171,7 @@ def _symbols(seed=0, shape=(1, 96, 3, 4)):
 def test_integer_h_s_matches_the_float_h_s(q):
     for m in load_models():
         sym = _symbols(q)
-        z = sym + m.entropy_bottleneck._get_medians().view(1, -1, 1, 1)
+        z = sym + m.z_medians(q).view(1, -1, 1, 1)
         qt = torch.tensor([q])
         with torch.no_grad():
             means_f, scales_f = m._params(z * m._g(m.inv_zgain, qt), qt)
@@ -183,7 +183,7 @@ def test_integer_h_s_matches_the_float_h_s(q):
 
 
 def test_integer_h_s_is_identical_for_any_thread_count(threads):
-    net = intnet.IntegerNetwork(load_models()[0].h_s, load_models()[0].entropy_bottleneck._get_medians(),
+    net = intnet.IntegerNetwork(load_models()[0].h_s, load_models()[0].z_medians(5),
                                 load_models()[0].inv_zgain[5])
     sym = _symbols(1, (1, 96, 5, 7))
     outs = []
@@ -246,7 +246,7 @@ def _check_exact(layer, cin, hw, at_least):
 
 def test_fixed_point_layers_of_h_s_are_exact_in_any_summation_order():
     m = load_models()[0]
-    net = intnet.IntegerNetwork(m.h_s, m.entropy_bottleneck._get_medians(), m.inv_zgain[7])
+    net = intnet.IntegerNetwork(m.h_s, m.z_medians(7), m.inv_zgain[7])
     for layer, cin, hw in zip(net.layers, (96, 128, 192), (3, 6, 8)):
         _check_exact(layer, cin, hw, 2.0**47)
 
@@ -281,7 +281,7 @@ def test_an_inexact_format_is_refused(monkeypatch):
     monkeypatch.setattr(intnet, "ACT_BITS", 40)
     m = load_models()[0]
     with pytest.raises(ValueError, match="not exact"):
-        intnet.IntegerNetwork(m.h_s, m.entropy_bottleneck._get_medians(), m.inv_zgain[0])
+        intnet.IntegerNetwork(m.h_s, m.z_medians(0), m.inv_zgain[0])
 
 
 # -- devices ------------------------------------------------------------------------------------------

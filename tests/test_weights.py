@@ -44,3 +44,26 @@ def test_stream_from_other_weights_is_refused(tmp_path):
     p.write_bytes(buf.getvalue())
     with pytest.raises(lvcodec.BitstreamError, match="other weights"):
         list(lvcodec.decode(str(p)))
+
+
+def test_weights_with_shared_priors_load_and_code_the_same_at_every_quality():
+    """Weights from before the per-quality priors (one ẑ prior, one vector prior) still load: the shared
+    priors are repeated for every quality level, so each level codes as the shared prior did."""
+    import torch
+
+    from lvcodec.models import NUM_QUALITIES, InterModel, IntraModel, upgrade_state
+
+    for cls, prefix, per_q in ((IntraModel, "entropy_bottleneck.", 96), (InterModel, "mv_entropy.", 2)):
+        torch.manual_seed(0)
+        old = cls()
+        old.update(force=True)
+        state = {k: (v[:per_q] if k.startswith(prefix) and v.dim() and v.shape[0] == per_q * NUM_QUALITIES else v)
+                 for k, v in old.state_dict().items()}
+        assert state[prefix + "quantiles"].shape[0] == per_q
+        new = cls()
+        new.load_state_dict(upgrade_state(new, state))
+        eb = new.entropy_bottleneck if prefix.startswith("entropy") else new.mv_entropy
+        med = eb._get_medians().view(NUM_QUALITIES, -1)
+        assert torch.equal(med, med[:1].expand_as(med))
+        cdf = eb._quantized_cdf.view(NUM_QUALITIES, per_q, -1)
+        assert torch.equal(cdf, cdf[:1].expand_as(cdf))

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lvcodec import motion  # noqa: E402
 from lvcodec.codec import mv_lambda  # noqa: E402
 from lvcodec.frames import hflip_layout  # noqa: E402
-from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel  # noqa: E402
+from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel, upgrade_state  # noqa: E402
 from lvcodec.weights import load_state, save_state  # noqa: E402
 
 
@@ -127,7 +127,7 @@ def main() -> None:
     if args.init:
         for name, mod in (("intra", intra), ("inter", inter)):
             (path,) = sorted(glob.glob(os.path.join(args.init, f"{name}*.safetensors")))[:1]
-            mod.load_state_dict(load_state(path, None))
+            mod.load_state_dict(upgrade_state(mod, load_state(path, None)))
     params = [p for n, p in list(intra.named_parameters()) + list(inter.named_parameters())
               if not n.endswith("quantiles")]
     aux_params = [p for n, p in list(intra.named_parameters()) + list(inter.named_parameters())
@@ -137,8 +137,8 @@ def main() -> None:
     step = 0
     if args.resume:
         ck = torch.load(args.resume, map_location=dev, weights_only=True)
-        intra.load_state_dict(ck["intra"])
-        inter.load_state_dict(ck["inter"])
+        intra.load_state_dict(upgrade_state(intra, ck["intra"]))
+        inter.load_state_dict(upgrade_state(inter, ck["inter"]))
         opt.load_state_dict(ck["opt"])
         aux_opt.load_state_dict(ck["aux_opt"])
         step = ck["step"]

@@ -40,6 +40,7 @@ def build_models(name: str, **args):
 def init_weights(intra, inter, folder: str) -> list[str]:
     """Load ``intra*.safetensors`` and ``inter*.safetensors`` from ``folder`` (``"shipped"``: the weights
     that ship with lvcodec) into the models; return the files read."""
+    from ..models import upgrade_state
     from ..weights import WEIGHTS_DIR, load_state
 
     where = str(WEIGHTS_DIR) if folder == "shipped" else folder
@@ -49,7 +50,7 @@ def init_weights(intra, inter, folder: str) -> list[str]:
         if len(found) != 1:
             raise InputError(f"[model] init: {where} should hold one {kind}*.safetensors, it holds {len(found)}")
         try:
-            model.load_state_dict(load_state(found[0], None))
+            model.load_state_dict(upgrade_state(model, load_state(found[0], None)))
         except RuntimeError as e:  # "Error(s) in loading state_dict ...:" then one line per problem
             lines = [x.strip() for x in str(e).splitlines() if x.strip()]
             detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]
