@@ -290,3 +290,35 @@ def test_torchrun_two_processes_identical_weights(tmp_path, data_dir):
     assert len(ranks["sha256"]) == 2 and ranks["sha256"][0] == ranks["sha256"][1]
     assert len(glob.glob(str(out / "*.safetensors"))) == 2 and (out / "MODEL_CARD.md").is_file()
     assert "2 processes on cpu" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_fit_priors_lowers_the_bits_and_keeps_the_z_medians():
+    """tools/fit_priors.py: fitting a prior to each quality's symbols lowers their cost; for ẑ the medians
+    (hence every decoded picture) stay as they were."""
+    import importlib.util
+
+    import torch
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("fit_priors", Path(__file__).parents[1] / "tools" / "fit_priors.py")
+    fp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fp)
+    from compressai.entropy_models import EntropyBottleneck
+
+    from lvcodec.models import NUM_QUALITIES
+
+    g = torch.Generator().manual_seed(0)
+    # 3 channels per quality; higher qualities spread wider (as ẑ does with the gains)
+    symbols = [[torch.round(torch.randn(3, 400, generator=g) * (0.3 + q)).to(torch.int32)] for q in range(NUM_QUALITIES)]
+    for keep in (True, False):
+        torch.manual_seed(0)
+        eb = EntropyBottleneck(3 * NUM_QUALITIES)
+        eb.update(force=True)
+        med = eb._get_medians().detach().clone()
+        _, lik = eb(torch.cat([s[0] for s in symbols]).float()[None, :, None] + med.view(1, -1, 1, 1), training=False)
+        before = -torch.log2(lik).sum()
+        fp.fit(eb, symbols, steps=150, keep_medians=keep)
+        _, lik = eb(torch.cat([s[0] for s in symbols]).float()[None, :, None] + (med if keep else 0 * med).view(1, -1, 1, 1),
+                    training=False)
+        assert -torch.log2(lik).sum() < 0.8 * before
+        assert torch.equal(eb._get_medians(), med) == keep
