@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-58c1c3a2.safetensors", "58c1c3a2040d3295d2d3747262de88ae01bb045e22d3113c46aa8c5a5771846b"),
-    "inter": ("inter-ccadcefb.safetensors", "ccadcefb0a45bf64652b863974a271320f3fb87cf8e0cb2034de170a33686e90"),
+    "intra": ("intra-115391b5.safetensors", "115391b5ccc999c5079f8b9542f7e8fc5c725d27086785bdadf08f366d3f3e62"),
+    "inter": ("inter-87191047.safetensors", "87191047f396fdee0f5c5794003243182a1d98ab22acbf037945889ffdccf349"),
 }
 
 
