@@ -121,6 +121,16 @@ def get_factorized(r: RansReader, eb: EntropyBottleneck, shape: tuple[int, int],
     return r.get(eb, indexes) + _medians(eb)[:, first:first + c]
 
 
+def _grouped_likelihoods(eb: EntropyBottleneck, x: torch.Tensor, q: torch.Tensor, training: bool | None = None):
+    """Likelihoods of ``x`` (B, C, H, W) under channels C*q[b] .. C*q[b]+C-1 of ``eb``, item by item (one prior
+    per quality level); ``training`` as for ``EntropyBottleneck.forward``."""
+    b, c, h, w = x.shape
+    idx = (c * q.view(-1, 1) + torch.arange(c, device=q.device)).view(b, c, 1, 1).expand(b, c, h, w)
+    full = x.new_zeros((b, eb.channels, h, w), dtype=torch.float32).scatter(1, idx, x.float())
+    _, lik = eb(full, training=training)
+    return lik.gather(1, idx)
+
+
 class _GainedHyperprior(CompressionModel):
     """Shared hyperprior, gains and coding logic; subclasses give the analysis and synthesis."""
 
@@ -159,11 +169,7 @@ class _GainedHyperprior(CompressionModel):
 
     def _z_likelihoods(self, z_g: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Training-time likelihoods of ẑ' (uniform noise) under the prior of each item's quality."""
-        b, c, h, w = z_g.shape
-        full = z_g.new_zeros((b, self.entropy_bottleneck.channels, h, w))
-        idx = (c * q.view(-1, 1) + torch.arange(c, device=q.device)).view(b, c, 1, 1).expand(b, c, h, w)
-        _, lik = self.entropy_bottleneck(full.scatter(1, idx, z_g))
-        return lik.gather(1, idx)
+        return _grouped_likelihoods(self.entropy_bottleneck, z_g, q)
 
     def _params(self, z_hat: torch.Tensor, q: torch.Tensor):
         means, scales = self.h_s(z_hat).chunk(2, 1)
@@ -341,12 +347,7 @@ class InterModel(_GainedHyperprior):
         """Likelihoods (B, 2, Hb, Wb) of the integer vector residuals ``mvd`` under the prior of each item's
         quality: the discrete probabilities the coder uses (the vectors come from a search, so there is
         no gradient to relax for; this trains the prior alone, by maximum likelihood)."""
-        b, _, hb, wb = mvd.shape
-        full = mvd.new_zeros((b, self.mv_entropy.channels, hb, wb), dtype=torch.float32)
-        idx = (2 * q.view(-1, 1) + torch.arange(2, device=q.device)).view(b, 2, 1, 1).expand(b, 2, hb, wb)
-        full.scatter_(1, idx, mvd.float())
-        _, lik = self.mv_entropy(full, training=False)
-        return lik.gather(1, idx)
+        return _grouped_likelihoods(self.mv_entropy, mvd, q, training=False)
 
     def _synth(self, y_hat, pred):
         return pred + self.fuse(torch.cat((self.g_s(y_hat), pred), 1))
