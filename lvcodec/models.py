@@ -39,6 +39,7 @@ from compressai.layers import GDN
 from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
 
+from . import mvcoding
 from .intnet import IntegerNetwork
 
 #: Rate-distortion trade-off per quality level (1..8): loss = lambda * 255^2 * MSE_YUV + bpp.
@@ -76,6 +77,10 @@ class RansWriter:
         self._enc.encode_with_indexes(symbols.reshape(-1).int().tolist(), indexes.reshape(-1).int().tolist(),
                                       *_tables(model))
 
+    def put_with_tables(self, symbols: list[int], indexes: list[int], tables: tuple[list, list, list]) -> None:
+        """Symbols coded with explicit tables (``cdfs``, ``cdf_lengths``, ``offsets`` as lists)."""
+        self._enc.encode_with_indexes(symbols, indexes, *tables)
+
     def flush(self) -> bytes:
         return self._enc.flush()
 
@@ -91,6 +96,10 @@ class RansReader:
         """The integer symbols (as float32, shaped like ``indexes``)."""
         values = self._dec.decode_stream(indexes.reshape(-1).int().tolist(), *_tables(model))
         return torch.tensor(values, dtype=torch.float32, device=indexes.device).reshape(indexes.shape)
+
+    def get_with_tables(self, indexes: list[int], tables: tuple[list, list, list]) -> list[int]:
+        """Inverse of :meth:`RansWriter.put_with_tables`, for the next ``len(indexes)`` symbols."""
+        return self._dec.decode_stream(indexes, *tables)
 
 
 def _tables(model: EntropyModel) -> tuple[list, list, list]:
@@ -249,6 +258,8 @@ def upgrade_state(model: nn.Module, state: dict) -> dict:
     ``model`` (one prior per quality for ẑ and for the vectors) expects; other entries are left as they are."""
     own = model.state_dict()
     out = dict(state)
+    if "mv_cdf" in own and "mv_cdf" not in state:  # weights from before the vector contexts: generic tables
+        out["mv_cdf"] = own["mv_cdf"]
     for prefix in ("entropy_bottleneck.", "mv_entropy."):
         key = prefix + "quantiles"
         if key not in state or key not in own or state[key].shape == own[key].shape:
@@ -340,8 +351,24 @@ class InterModel(_GainedHyperprior):
             conv(F, 6, 3, 1),
         )
         # one prior per quality level (channels 2q, 2q+1: x and y): the encoder's search keeps more of the
-        # field on its prediction at low qualities, so a shared prior would overprice the zero residuals
+        # field on its prediction at low qualities, so a shared prior would overprice the zero residuals.
+        # Training uses it to price the vectors; the coder uses the context tables below.
         self.mv_entropy = EntropyBottleneck(2 * qualities, init_scale=16)
+        # range-coder tables of the vector residuals: mvcoding.CONTEXTS per quality level (fitted by
+        # tools/fit_priors.py; generic until then)
+        self.register_buffer("mv_cdf", mvcoding.quantized_cdfs(mvcoding.default_pmfs(qualities)))
+
+    def set_vector_tables(self, pmfs) -> None:
+        """Replace the vector tables by ones built from probabilities (qualities * CONTEXTS, 2*RANGE + 2)."""
+        self.mv_cdf = mvcoding.quantized_cdfs(pmfs).to(self.mv_cdf.device)
+
+    def _vector_tables(self, q: int) -> mvcoding.VectorTables:
+        key = (q, self.mv_cdf.data_ptr(), _version_of(self.mv_cdf))
+        cache = self.__dict__.setdefault("_mv_tables_cache", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = mvcoding.VectorTables(self.mv_cdf[q * mvcoding.CONTEXTS:(q + 1) * mvcoding.CONTEXTS])
+        return cache[key]
 
     def mv_likelihoods(self, mvd: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Likelihoods (B, 2, Hb, Wb) of the integer vector residuals ``mvd`` under the prior of each item's
@@ -370,7 +397,7 @@ class InterModel(_GainedHyperprior):
         from . import motion
 
         w = RansWriter()
-        put_factorized(w, self.mv_entropy, (mv - motion.mv_prediction(mv)).float(), first=2 * q)
+        mvcoding.encode(w, self._vector_tables(q), (mv - motion.mv_prediction(mv))[0].cpu().numpy())
         pred = motion.compensate(ref, mv)
         y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q)
         shape = (x.shape[-2] // 32, x.shape[-1] // 32)
@@ -382,7 +409,7 @@ class InterModel(_GainedHyperprior):
 
         r = RansReader(strings[0])
         hb, wb = ref.shape[-2] * 2 // motion.BLOCK, ref.shape[-1] * 2 // motion.BLOCK
-        mvd = torch.round(get_factorized(r, self.mv_entropy, (hb, wb), channels=2, first=2 * q)).to(torch.int64)[0].cpu().numpy()
+        mvd = mvcoding.decode(r, self._vector_tables(q), hb, wb)
         mv = torch.from_numpy(motion.mv_from_residual(mvd))[None].to(torch.int32).to(ref.device)
         pred = motion.compensate(ref, mv)
         return {"x_hat": self._reconstruct(self._get_latent(r, shape, q), pred)}

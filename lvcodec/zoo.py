@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-115391b5.safetensors", "115391b5ccc999c5079f8b9542f7e8fc5c725d27086785bdadf08f366d3f3e62"),
-    "inter": ("inter-87191047.safetensors", "87191047f396fdee0f5c5794003243182a1d98ab22acbf037945889ffdccf349"),
+    "intra": ("intra-af134644.safetensors", "af134644bb45ac234b3971230974e3b187cef21c8a0288a029d5cd66e8aabd8b"),
+    "inter": ("inter-bd321b8a.safetensors", "bd321b8a7d5eeabf17a8ef756568ea442b4b04daf08852532e837ead3c49b069"),
 }
 
 
@@ -52,8 +52,15 @@ class HyperpriorV1(CodecModel):
     #: I-frame quality offset per quality level: a better I-frame pays off at low rates only (MODEL_CARD.md)
     INTRA_OFFSETS = (2, 1, 1, 0, 0, 0, 0, 0)
 
+    #: P-frame quality offset by position in the GOP (modulo its length): every fourth P-frame one level up,
+    #: a better reference for the three after it, so errors pile up less over the GOP (MODEL_CARD.md)
+    INTER_OFFSETS = (1, 0, 0, 0)
+
     def intra_offset(self, quality: int) -> int:
         return self.INTRA_OFFSETS[quality - 1]
+
+    def inter_offset(self, quality: int, position: int) -> int:
+        return self.INTER_OFFSETS[position % len(self.INTER_OFFSETS)]
 
     def __init__(self):
         self.intra, self.inter = load_models()

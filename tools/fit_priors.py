@@ -32,7 +32,7 @@ import torch
 from compressai.entropy_models import EntropyBottleneck
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from lvcodec import motion  # noqa: E402
+from lvcodec import motion, mvcoding  # noqa: E402
 from lvcodec.bench.clips import DOWNSCALE_ABOVE, crop_even, downscale2x  # noqa: E402
 from lvcodec.codec import mv_lambda  # noqa: E402
 from lvcodec.frames import quantize8, read_pictures, to_tensor  # noqa: E402
@@ -83,7 +83,7 @@ def collect(intra: IntraModel, inter: InterModel, videos: list[str], frames: int
             ref = quantize8(intra.compress(xs[0], min(q + offsets[q], NUM_QUALITIES - 1))["x_hat"])
             for x in xs[1:]:
                 mv = motion.search(x, ref, lam=mv_lambda(q + 1))
-                out["mv"][q].append((mv - motion.mv_prediction(mv))[0].flatten(1))
+                out["mv"][q].append((mv - motion.mv_prediction(mv))[0])  # (2, Hb, Wb) field
                 pred = motion.compensate(ref, mv)
                 out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q))
                 ref = quantize8(inter.compress(x, ref, mv, q)["x_hat"])
@@ -99,7 +99,7 @@ def fit(eb: EntropyBottleneck, symbols: list[list[torch.Tensor]], steps: int, ke
     they are the values themselves (vector residuals) and the quantiles are fitted too."""
     hists = []
     for v in symbols:
-        flat = torch.cat(v, 1)
+        flat = torch.cat([t.flatten(1) for t in v], 1)
         hists += [torch.unique(flat[c], return_counts=True) for c in range(flat.shape[0])]
     assert len(hists) == eb.channels, (len(hists), eb.channels)
     k = max(len(vals) for vals, _ in hists)
@@ -143,6 +143,35 @@ def fit(eb: EntropyBottleneck, symbols: list[list[torch.Tensor]], steps: int, ke
               f"{before[q]:.3f} -> {after[q]:.3f}")
 
 
+def table_bits(cdf: torch.Tensor, fields: list[torch.Tensor]) -> float:
+    """Bits per residual component of ``fields`` under one quality's context tables ``cdf`` (CONTEXTS rows),
+    escapes counted with the range coder's bypass cost."""
+    freq = (cdf[:, 1:] - cdf[:, :-1]).double().numpy() / 2**mvcoding.PRECISION
+    total, n = 0.0, 0
+    for f in fields:
+        f = f.numpy().astype(np.int64)
+        ctx = mvcoding.contexts(f)
+        inr = np.abs(f) <= mvcoding.RANGE
+        total += -np.log2(freq[ctx[inr], f[inr] + mvcoding.RANGE]).sum()
+        esc = f[~inr]
+        # CompressAI's escape: the raw value in 4-bit chunks after a 4-bit chunk count
+        raw = np.where(esc < 0, -2 * (esc + mvcoding.RANGE) - 1, 2 * (esc - mvcoding.RANGE - 1))
+        chunks = np.ceil(np.log2(raw + 1) / 4)
+        total += (-np.log2(freq[ctx[~inr], -1]) + 4 + 4 * chunks).sum()
+        n += f.size
+    return total / max(n, 1)
+
+
+def fit_vector_tables(inter: InterModel, fields: list[list[torch.Tensor]]) -> None:
+    """Count the context histograms of the vector residual fields and install them as the inter model's tables."""
+    c = mvcoding.CONTEXTS
+    before = [table_bits(inter.mv_cdf[q * c:(q + 1) * c], fields[q]) for q in range(NUM_QUALITIES)]
+    inter.set_vector_tables(mvcoding.fit_pmfs([[f.numpy() for f in fs] for fs in fields]))
+    for q in range(NUM_QUALITIES):
+        after = table_bits(inter.mv_cdf[q * c:(q + 1) * c], fields[q])
+        print(f"  quality {q + 1}: bits per component {before[q]:.3f} -> {after:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", default="../shared/data/train/video", help="folder searched for videos")
@@ -178,6 +207,8 @@ def main() -> None:
                            ("mv", inter.mv_entropy, False)):
         print(f"{name}:")
         fit(eb, sym[name], args.steps, keep)
+    print("mv (context tables, lvcodec/mvcoding.py):")
+    fit_vector_tables(inter, sym["mv"])
     os.makedirs(args.out_dir, exist_ok=True)
     for name, model in (("intra", intra), ("inter", inter)):
         path = os.path.join(args.out_dir, f"{name}.safetensors")
