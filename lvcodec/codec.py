@@ -83,10 +83,8 @@ class Encoder:
                 packet = bs.Packet(bs.FRAME_I, pic.pts, subs,
                                    self.intra_quality if self.intra_quality != self.quality else None)
             else:
-                q = min(max(self.quality + self.model.inter_offset(self.quality, self.count % self.keyint), 1),
-                        self.model.num_qualities)
-                subs, x_hat = self.model.encode_inter(x, self.ref, q)
-                packet = bs.Packet(bs.FRAME_P, pic.pts, subs, q if q != self.quality else None)
+                subs, x_hat = self.model.encode_inter(x, self.ref, self.quality)
+                packet = bs.Packet(bs.FRAME_P, pic.pts, subs)
             self.ref = quantize8(x_hat)
         self.count += 1
         self.reconstruction = from_tensor(self.ref, self.width, self.height, pic.pts)

@@ -53,8 +53,7 @@ class CodecModel:
       from those substreams: the decoder must rebuild the same entropy parameters on any machine.
     - ``quality`` is 1..:attr:`num_qualities`; higher is better quality and more bits.
     - :meth:`intra_offset` is how many quality levels above the stream's quality the encoder codes
-      I-frames by default (a better reference for the whole GOP; such packets carry their quality);
-      :meth:`inter_offset` likewise for the P-frame at a given position in the GOP.
+      I-frames by default (a better reference for the whole GOP; such packets carry their quality).
     - Training is the model's own business (e.g. CompressAI-style ``forward`` returning
       ``{"x_hat", "likelihoods"}``); ``lvc train`` knows the built-in models.
     """
@@ -69,11 +68,6 @@ class CodecModel:
     substreams_inter: tuple[str, ...] = ()
     def intra_offset(self, quality: int) -> int:
         """Levels above ``quality`` at which the encoder codes I-frames of streams with P-frames (default 0)."""
-        return 0
-
-    def inter_offset(self, quality: int, position: int) -> int:
-        """Levels above ``quality`` at which the encoder codes the P-frame ``position`` pictures after the
-        I-frame (default 0)."""
         return 0
 
     def weights_sha256(self) -> bytes:

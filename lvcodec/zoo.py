@@ -52,15 +52,8 @@ class HyperpriorV1(CodecModel):
     #: I-frame quality offset per quality level: a better I-frame pays off at low rates only (MODEL_CARD.md)
     INTRA_OFFSETS = (2, 1, 1, 0, 0, 0, 0, 0)
 
-    #: P-frame quality offset by position in the GOP (modulo its length): every fourth P-frame one level up,
-    #: a better reference for the three after it, so errors pile up less over the GOP (MODEL_CARD.md)
-    INTER_OFFSETS = (1, 0, 0, 0)
-
     def intra_offset(self, quality: int) -> int:
         return self.INTRA_OFFSETS[quality - 1]
-
-    def inter_offset(self, quality: int, position: int) -> int:
-        return self.INTER_OFFSETS[position % len(self.INTER_OFFSETS)]
 
     def __init__(self):
         self.intra, self.inter = load_models()

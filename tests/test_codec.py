@@ -121,19 +121,6 @@ def test_i_frames_are_coded_above_the_stream_quality(clip_pics, tmp_path):
         assert np.array_equal(r.y, d.y) and np.array_equal(r.u, d.u)
 
 
-def test_every_fourth_p_frame_is_coded_a_level_up_and_decodes_bit_exact(clip_pics, tmp_path):
-    """Every fourth P-frame of a GOP is a better reference for the three after it: its packet carries its
-    quality (capped at the top level), the others use the header's, and the decoder follows."""
-    assert len(clip_pics) >= 6
-    enc = Encoder(96, 64, 3, 8)
-    assert [p.quality for p in (enc.encode(pic)[0] for pic in clip_pics[:6])] == [4, None, None, None, 4, None]
-    enc = Encoder(96, 64, 8, 8)
-    assert [p.quality for p in (enc.encode(pic)[0] for pic in clip_pics[:6])] == [None] * 6
-    data, recon = encode_stream(clip_pics, quality=3, keyint=8)
-    for r, d in zip(recon, decode_stream(data, tmp_path)):
-        assert np.array_equal(r.y, d.y) and np.array_equal(r.v, d.v)
-
-
 def test_a_still_picture_costs_little_after_its_i_frame():
     """Nothing moves: at the lowest quality the vector priors make each P-frame a few dozen bytes."""
     pic = demo_clip(1, 256, 192)[0]

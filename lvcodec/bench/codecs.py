@@ -90,16 +90,6 @@ def _intra_offset(model, quality) -> int | str:
     return "the model's, per quality"
 
 
-def _inter_offsets(model, quality, keyint: int) -> str:
-    """The model's P-frame quality offsets at GOP positions 1..keyint-1, comma-separated."""
-    from ..registry import load_model
-
-    if not (isinstance(quality, int) and 1 <= quality <= model.num_qualities) or keyint < 2:
-        return ""
-    m = load_model(model.name)
-    return ",".join(str(m.inter_offset(quality, k)) for k in range(1, keyint))
-
-
 def run_options(name: str, value: int, keyint: int) -> dict:
     """Every option of one run (what goes into the results and the cache key)."""
     from ..registry import model_class
@@ -114,7 +104,6 @@ def run_options(name: str, value: int, keyint: int) -> dict:
         return {"codec": "lvc", "model": model.name, "model_id": model.model_id,
                 "weights_hash": _model_weights(model.name).hex(), "quality": value,
                 "keyint": k if model.has_inter else 1, "intra_offset": _intra_offset(model, value) if k > 1 else 0,
-                "inter_offsets": _inter_offsets(model, value, k) if model.has_inter else "",
                 "lvcodec": __version__, "container": ".".join(map(str, VERSION)),
                 "api": "lvcodec.codec.encode_pictures / lvcodec.decode"}
     d = anchors.describe(family, k)
