@@ -255,7 +255,8 @@ class _GainedHyperprior(CompressionModel):
 
 def upgrade_state(model: nn.Module, state: dict) -> dict:
     """``state`` with the shared (one quality) priors of older weights repeated for every quality level, as
-    ``model`` (one prior per quality for ẑ and for the vectors) expects; other entries are left as they are."""
+    ``model`` (one prior per quality for ẑ and for the vectors) expects, and the generic vector context tables
+    where ``state`` has none; other entries are left as they are."""
     own = model.state_dict()
     out = dict(state)
     if "mv_cdf" in own and "mv_cdf" not in state:  # weights from before the vector contexts: generic tables

@@ -39,7 +39,13 @@ PRECISION = 16
 
 
 def _bucket(s: np.ndarray) -> np.ndarray:
+    """Table of an x residual (0..NB-1) from |left| + |top| of its neighbours."""
     return np.digitize(s, BUCKETS)
+
+
+def _y_table(bucket: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Table of a y residual: its block's bucket, split by whether the block's x residual is zero."""
+    return NB + bucket + NB * (x != 0)
 
 
 def contexts(mvd: np.ndarray) -> np.ndarray:
@@ -49,7 +55,7 @@ def contexts(mvd: np.ndarray) -> np.ndarray:
     s[:, 1:] += a[:, :-1]
     s[1:, :] += a[:-1, :]
     b = _bucket(s)
-    return np.stack((b, NB + b + NB * (mvd[0] != 0)))
+    return np.stack((b, _y_table(b, mvd[0])))
 
 
 def _diagonals(hb: int, wb: int):
@@ -142,7 +148,7 @@ def decode(r, tables: VectorTables, hb: int, wb: int) -> np.ndarray:
     for i, j in _diagonals(hb, wb):
         b = _bucket(a[i + 1, j] + a[i, j + 1])  # left, top
         x = np.array(r.get_with_tables(b.tolist(), tables.args), np.int64)
-        y = np.array(r.get_with_tables((NB + b + NB * (x != 0)).tolist(), tables.args), np.int64)
+        y = np.array(r.get_with_tables(_y_table(b, x).tolist(), tables.args), np.int64)
         mvd[0, i, j], mvd[1, i, j] = x, y
         a[i + 1, j + 1] = np.abs(x) + np.abs(y)
     return mvd
