@@ -79,7 +79,8 @@ class Encoder:
         with torch.no_grad():
             x = to_tensor(pic, self.model.downsampling)
             if self.count % self.keyint == 0:
-                subs, x_hat = self.model.encode_intra(x, self.intra_quality)
+                code = self.model.encode_keyframe if self.keyint > 1 else self.model.encode_intra
+                subs, x_hat = code(x, self.intra_quality)
                 packet = bs.Packet(bs.FRAME_I, pic.pts, subs,
                                    self.intra_quality if self.intra_quality != self.quality else None)
             else:

@@ -48,6 +48,18 @@ NUM_QUALITIES = len(LAMBDAS)
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
 
 
+#: Encoder-side refinement of I-frame latents (:meth:`IntraModel.compress`): Adam learning rate (in
+#: quantization bins) and its decay per step
+REFINE_LR, REFINE_DECAY = 0.02, 0.9
+
+
+def mse_yuv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean squared error of 6-channel pictures (B,6,H,W), weighted as PSNR-YUV:
+    (6 MSE_Y + MSE_U + MSE_V) / 8."""
+    d = (a.float() - b) ** 2
+    return (6 * d[:, :4].mean((1, 2, 3)) + d[:, 4].mean((1, 2)) + d[:, 5].mean((1, 2))) / 8
+
+
 def scale_table() -> torch.Tensor:
     return torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS))
 
@@ -243,6 +255,44 @@ class _GainedHyperprior(CompressionModel):
         symbols = r.get(self.gaussian_conditional, self.gaussian_conditional.build_indexes(scales))
         return (symbols + means) * self._g(self.inv_gain, self._qt(symbols, q))
 
+    def _rd_cost(self, y_g: torch.Tensor, q: int, distortion) -> torch.Tensor:
+        """λ[q]·255²·distortion + bits per luma pixel of the gained latent ``y_g``, with straight-through
+        rounding of ẑ and ŷ and the discrete likelihoods the coder uses (differentiable in ``y_g``)."""
+        nz, eb, gc = self.Nz, self.entropy_bottleneck, self.gaussian_conditional
+        z_g = self.h_a(y_g) * self.zgain[q].view(1, -1, 1, 1)
+        med = self.z_medians(q).view(1, -1, 1, 1)
+        z_hat = z_g + (torch.round(z_g - med) + med - z_g).detach()
+        # the discrete likelihood of ẑ under this quality's channels of the factorized prior
+        n = z_hat[0, 0].numel()
+        full = torch.cat((z_hat.new_zeros(nz * q, 1, n), z_hat[0].reshape(nz, 1, n),
+                          z_hat.new_zeros(eb.channels - nz * (q + 1), 1, n)))
+        z_lik = eb.likelihood_lower_bound(eb._likelihood(full)[0][nz * q:nz * (q + 1)])
+        means, scales = self.h_s(z_hat * self.inv_zgain[q].view(1, -1, 1, 1)).chunk(2, 1)
+        g = self.gain[q].view(1, -1, 1, 1)
+        means, scales = means * g, scales.abs() * g
+        y_hat = y_g + (torch.round(y_g - means) + means - y_g).detach()
+        y_lik = gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))
+        bits = -(torch.log2(y_lik).sum() + torch.log2(z_lik).sum())
+        pixels = y_g.shape[-2] * y_g.shape[-1] * 256  # ŷ is at 1/16 of the luma resolution
+        return LAMBDAS[q] * 255**2 * distortion(y_hat * self.inv_gain[q].view(1, -1, 1, 1)) + bits / pixels
+
+    def refine_latent(self, y: torch.Tensor, q: int, distortion, steps: int, lr: float = REFINE_LR,
+                      decay: float = REFINE_DECAY) -> torch.Tensor:
+        """Encoder-side search the decoder never pays for: ``steps`` Adam steps on the latent ``y`` (batch of 1)
+        lowering the rate-distortion cost of quality index ``q`` (:meth:`_rd_cost`); ``distortion(ŷ)`` is the
+        distortion of the picture synthesised from ŷ. Steps are in units of the quantization bin (the
+        gained latent); the learning rate decays by ``decay`` per step."""
+        g = self.gain[q].view(1, -1, 1, 1).detach()
+        y_g = (y.detach() * g).requires_grad_(True)
+        opt = torch.optim.Adam([y_g], lr=lr)
+        with torch.enable_grad():
+            for _ in range(steps):
+                (y_g.grad,) = torch.autograd.grad(self._rd_cost(y_g, q, distortion), [y_g])
+                opt.step()
+                for group in opt.param_groups:
+                    group["lr"] *= decay
+        return (y_g / g).detach()
+
     @staticmethod
     def _qt(x: torch.Tensor, q: int) -> torch.Tensor:
         return torch.full((x.shape[0],), q, dtype=torch.long, device=x.device)
@@ -326,13 +376,26 @@ class IntraModel(_GainedHyperprior):
             return self.g_s(y_hat)
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, q: int):
+    def compress(self, x: torch.Tensor, q: int, refine: int = 0):
         """Code one picture (batch of 1) at quality index ``q``: ``strings`` is ``[stream]``, one rANS
-        stream holding ẑ then ŷ; ``x_hat`` is exactly what :meth:`decompress` returns."""
-        w = RansWriter()
-        y_hat = self._put_latent(w, self.g_a(x), q)
+        stream holding ẑ then ŷ; ``x_hat`` is exactly what :meth:`decompress` returns. With ``refine`` > 0
+        the latent is also refined by that many gradient steps (:meth:`refine_latent`), and whichever of
+        the two codings has the lower actual cost (λ·255²·MSE + real bits per pixel) is kept."""
+        y = self.g_a(x)
+        candidates = [y]
+        if refine:
+            candidates.append(self.refine_latent(y, q, lambda y_hat: mse_yuv(self.g_s(y_hat), x).sum(), refine))
+        luma_pixels = x[0, 0].numel() * 4
+        best = None
+        for y in candidates:
+            w = RansWriter()
+            x_hat = self._reconstruct(self._put_latent(w, y, q))
+            data = w.flush()
+            cost = LAMBDAS[q] * 255**2 * mse_yuv(x_hat.clamp(0, 1), x).item() + len(data) * 8 / luma_pixels
+            if best is None or cost < best[0]:
+                best = (cost, data, x_hat)
         shape = (x.shape[-2] // 32, x.shape[-1] // 32)
-        return {"strings": [w.flush()], "shape": shape, "x_hat": self._reconstruct(y_hat)}
+        return {"strings": [best[1]], "shape": shape, "x_hat": best[2]}
 
     @torch.no_grad()
     def decompress(self, strings, shape, q: int):

@@ -52,6 +52,8 @@ class CodecModel:
       ``encode_*`` return ``(substreams, x_hat)``, with ``x_hat`` exactly what ``decode_*`` will return
       from those substreams: the decoder must rebuild the same entropy parameters on any machine.
     - ``quality`` is 1..:attr:`num_qualities`; higher is better quality and more bits.
+    - :meth:`encode_keyframe` codes the I-frames of streams with P-frames, which the whole GOP predicts
+      from; by default it is :meth:`encode_intra`, and a model may spend more encoder effort there.
     - :meth:`intra_offset` is how many quality levels above the stream's quality the encoder codes
       I-frames by default (a better reference for the whole GOP; such packets carry their quality).
     - Training is the model's own business (e.g. CompressAI-style ``forward`` returning
@@ -78,6 +80,11 @@ class CodecModel:
 
     def decode_intra(self, substreams: list[bytes], coded_size: tuple[int, int], quality: int):
         raise NotImplementedError
+
+    def encode_keyframe(self, x, quality: int):
+        """Code an I-frame that P-frames will predict from (the I-frames of streams with P-frames). The
+        packet is an ordinary I-frame, decoded by :meth:`decode_intra`; only the encoder's effort may differ."""
+        return self.encode_intra(x, quality)
 
     def encode_inter(self, x, ref, quality: int):
         raise NotImplementedError

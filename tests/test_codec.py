@@ -127,3 +127,41 @@ def test_a_still_picture_costs_little_after_its_i_frame():
     enc = Encoder(256, 192, quality=1, keyint=32)
     sizes = [enc.encode(pic)[0].size for _ in range(6)]
     assert all(s <= 0.08 * sizes[0] for s in sizes[1:]), sizes
+
+
+def test_refined_key_frames_decode_exactly_and_never_cost_more(clip_pics):
+    import torch
+
+    from lvcodec.frames import to_tensor
+    from lvcodec.models import LAMBDAS, mse_yuv
+    from lvcodec.zoo import load_models
+
+    intra = load_models()[0]
+    x = to_tensor(clip_pics[0], 64)
+
+    def cost(out, q):  # what the encoder minimises: lambda 255^2 MSE_YUV + real bits per luma pixel
+        mse = mse_yuv(out["x_hat"].clamp(0, 1), x).item()
+        return LAMBDAS[q] * 255**2 * mse + len(out["strings"][0]) * 8 / (x[0, 0].numel() * 4)
+
+    for q in (0, 4, 7):
+        plain, refined = intra.compress(x, q), intra.compress(x, q, refine=10)
+        assert cost(refined, q) <= cost(plain, q)
+        assert torch.equal(intra.decompress(refined["strings"], refined["shape"], q)["x_hat"], refined["x_hat"])
+    assert cost(refined, 7) < 0.99 * cost(plain, 7)  # at high rates even a 96x64 picture gains
+
+
+def test_only_streams_with_p_frames_refine_their_i_frames(clip_pics, monkeypatch):
+    from lvcodec.zoo import HyperpriorV1
+
+    calls = []
+    keyframe = HyperpriorV1.encode_keyframe
+
+    def spy(self, x, quality):
+        calls.append(quality)
+        return keyframe(self, x, quality)
+
+    monkeypatch.setattr(HyperpriorV1, "encode_keyframe", spy)
+    encode_stream(clip_pics[:3], quality=4, keyint=1)  # all-intra: plain, fast I-frames
+    assert calls == []
+    encode_stream(clip_pics[:5], quality=4, keyint=4)  # I P P P I
+    assert len(calls) == 2

@@ -33,18 +33,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lvcodec import motion  # noqa: E402
 from lvcodec.codec import mv_lambda  # noqa: E402
 from lvcodec.frames import hflip_layout  # noqa: E402
-from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel, upgrade_state  # noqa: E402
+from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel, mse_yuv, upgrade_state  # noqa: E402
 from lvcodec.weights import load_state, save_state  # noqa: E402
 
 
 def to6(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """uint8 Y (B,H,W) and UV (B,2,H/2,W/2) -> float (B,6,H/2,W/2)."""
     return torch.cat((F.pixel_unshuffle(y[:, None].float(), 2), uv.float()), 1) / 255.0
-
-
-def mse_yuv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    d = (a - b) ** 2
-    return (6 * d[:, :4].mean((1, 2, 3)) + d[:, 4].mean((1, 2)) + d[:, 5].mean((1, 2))) / 8
 
 
 def bpp(lik: dict, pixels: int) -> torch.Tensor:

@@ -58,11 +58,6 @@ def to6(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return torch.cat((F.pixel_unshuffle(y[:, None].float(), 2), uv.float()), 1) / 255.0
 
 
-def mse_yuv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    d = (a.float() - b) ** 2
-    return (6 * d[:, :4].mean((1, 2, 3)) + d[:, 4].mean((1, 2)) + d[:, 5].mean((1, 2))) / 8
-
-
 def bpp(likelihoods: dict, pixels: int) -> torch.Tensor:
     """Bits per luma pixel of each batch item."""
     return sum(torch.log(v.float()).flatten(1).sum(1) for v in likelihoods.values()) / (-math.log(2) * pixels)
@@ -464,6 +459,7 @@ def _step(b: dict, stage: StageConfig, fwd: dict, trained: list[str], lambdas: t
     """Forward one batch: returns the loss (a tensor) and per-step means for the log."""
     from .. import motion
     from ..codec import mv_lambda
+    from ..models import mse_yuv
 
     q = torch.from_numpy(b["q"]).to(dev)
     xs = []
