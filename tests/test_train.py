@@ -49,7 +49,8 @@ def data_dir(tmp_path_factory):
     return root
 
 
-def write_config(path, data_dir, out, stages: str, eval_: str = "qualities = []", extra_train: str = "") -> str:
+def write_config(path, data_dir, out, stages: str, eval_: str = "qualities = []", extra_train: str = "",
+                 priors: str = "steps = 20") -> str:
     path.write_text(textwrap.dedent(f"""\
         [model]
         name = "lvc-hyperprior-v1"
@@ -70,6 +71,9 @@ def write_config(path, data_dir, out, stages: str, eval_: str = "qualities = []"
 
         [eval]
         {eval_}
+
+        [priors]
+        {priors}
         """) + textwrap.dedent(stages))
     return str(path)
 
@@ -107,6 +111,7 @@ def lvc(*args):
     (lambda s: s.replace("holdout = 0.3", "holdout = 2.0"), "[data].holdout = 2.0 should be >= 0.0 and <= 0.9"),
     (lambda s: s.replace("frames = 3", "frames = 3\ntrain = [\"intra\"]"), "codes P-frames but does not train inter"),
     (lambda s: s.replace("[eval]", "[evaluation]"), "unknown section [evaluation]"),
+    (lambda s: s.replace("steps = 20", "frames = 1"), "[priors].frames = 1 should be between 2 and 4096"),
     (lambda s: s.replace('name = "lvc-hyperprior-v1"', 'name = "nope"'), 'unknown model "nope"'),
     (lambda s: s.replace("args = {", "args = {{"), "not valid TOML"),
     (lambda s: s.split("[[stage]]")[0], "no [[stage]]"),
@@ -241,8 +246,13 @@ def test_train_end_to_end_exports_weights_and_card(tmp_path, data_dir):
     enc = intra.eval().compress(x, 3)
     dec = intra.decompress(enc["strings"], enc["shape"], 3)
     assert torch.equal(dec["x_hat"], enc["x_hat"])
+    # the priors were fitted to the training videos' symbols: the vector tables are no longer the generic ones
+    generic = build_models("lvc-hyperprior-v1", N=8, M=8, Nz=8, F=8)[1]
+    assert not torch.equal(inter.mv_cdf, generic.mv_cdf)
+    assert "fitting the priors to the symbols of 2 training videos" in r.stderr
     card = (out / "MODEL_CARD.md").read_text()
     for part in ("## Data", "## Schedule", "## λ per quality", "0.07151", "| intra | 2 |",
+                 "fitted to the coded symbols of 2 training videos",
                  "| quality | held-out video bpp", "Decoded pictures equal to the encoder's reconstruction: all",
                  sha256_file(intra_f[0])):
         assert part in card, part
@@ -293,17 +303,12 @@ def test_torchrun_two_processes_identical_weights(tmp_path, data_dir):
 
 
 def test_fit_priors_lowers_the_bits_and_keeps_the_z_medians():
-    """tools/fit_priors.py: fitting a prior to each quality's symbols lowers their cost; for ẑ the medians
+    """lvcodec.train.priors: fitting a prior to each quality's symbols lowers their cost; for ẑ the medians
     (hence every decoded picture) stay as they were."""
-    import importlib.util
-
     import torch
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("fit_priors", Path(__file__).parents[1] / "tools" / "fit_priors.py")
-    fp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fp)
     from compressai.entropy_models import EntropyBottleneck
+
+    from lvcodec.train import priors as fp
 
     from lvcodec.models import NUM_QUALITIES
 
@@ -327,16 +332,11 @@ def test_fit_priors_lowers_the_bits_and_keeps_the_z_medians():
 def test_fit_priors_vector_tables_lower_the_bits_of_the_fields_they_are_fitted_to():
     """The context tables fitted to vector residual fields code those fields in fewer bits than the generic
     tables, at every quality, and each quality keeps its own tables."""
-    import importlib.util
-    from pathlib import Path
-
     import numpy as np
     import torch
 
-    spec = importlib.util.spec_from_file_location("fit_priors", Path(__file__).parents[1] / "tools" / "fit_priors.py")
-    fp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fp)
     from lvcodec import mvcoding
+    from lvcodec.train import priors as fp
     from lvcodec.models import NUM_QUALITIES, InterModel
 
     rng = np.random.default_rng(0)

@@ -13,6 +13,7 @@ range coder uses) on whole pictures:
    (so ẑ, the entropy parameters of ŷ and every decoded picture stay exactly the same: only the bits
    change); the vector prior is fitted whole.
 
+The work is done by :mod:`lvcodec.train.priors` (``lvc train`` runs the same fit before it exports).
 Weights from before the priors were per quality load too (their shared priors are repeated per quality
 first). The benchmark clips are never read.
 
@@ -25,22 +26,16 @@ import argparse
 import glob
 import os
 import sys
-import time
 
 import numpy as np
 import torch
-from compressai.entropy_models import EntropyBottleneck
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from lvcodec import motion, mvcoding  # noqa: E402
 from lvcodec.bench.clips import DOWNSCALE_ABOVE, crop_even, downscale2x  # noqa: E402
-from lvcodec.codec import mv_lambda  # noqa: E402
-from lvcodec.frames import quantize8, read_pictures, to_tensor  # noqa: E402
+from lvcodec.frames import read_pictures  # noqa: E402
 from lvcodec.models import NUM_QUALITIES, InterModel, IntraModel, upgrade_state  # noqa: E402
+from lvcodec.train import priors  # noqa: E402
 from lvcodec.weights import load_state, save_state  # noqa: E402
-from lvcodec.zoo import HyperpriorV1  # noqa: E402
-
-PRIORS = ("intra_z", "inter_z", "mv")
 
 
 def load(model, path: str):
@@ -48,128 +43,21 @@ def load(model, path: str):
     return model.eval()
 
 
-def z_symbols(model, y: torch.Tensor, q: int) -> torch.Tensor:
-    """The symbols of ẑ that :meth:`_put_latent` codes for the latent ``y`` at quality index ``q``: (Nz, n)."""
-    qt = torch.tensor([q])
-    z_g = model.h_a(y * model._g(model.gain, qt)) * model._g(model.zgain, qt)
-    return torch.round(z_g - model.z_medians(q).view(1, -1, 1, 1))[0].flatten(1).to(torch.int32)
-
-
-@torch.no_grad()
-def collect(intra: IntraModel, inter: InterModel, videos: list[str], frames: int, exclude: tuple[str, ...]):
-    """Symbols per prior and quality index: {prior: [[(C, n) int tensors] * NUM_QUALITIES]}."""
-    offsets = HyperpriorV1.INTRA_OFFSETS
-    out = {p: [[] for _ in range(NUM_QUALITIES)] for p in PRIORS}
+def read_clips(videos: list[str], frames: int, exclude: tuple[str, ...]):
+    """(name, pictures) of the first ``frames`` frames of each video, halved above 640 pixels as the
+    benchmark does; an unreadable file is skipped, not fatal."""
     for path in videos:
         if any(e in os.path.basename(path) for e in exclude):
             continue
         try:
             _, it = read_pictures(path, frames)
             pics = [crop_even(p) for p in it]
-        except Exception as e:  # an unreadable training file is skipped, not fatal
+        except Exception as e:
             print(f"skip {path}: {e}", flush=True)
             continue
-        if len(pics) < 2:
-            continue
-        if pics[0].width > DOWNSCALE_ABOVE:
+        if pics and pics[0].width > DOWNSCALE_ABOVE:
             pics = [downscale2x(p) for p in pics]
-        xs = [to_tensor(p, 64) for p in pics]
-        t0 = time.time()
-        for x in xs:  # any picture may be an I-frame
-            y = intra.g_a(x)
-            for q in range(NUM_QUALITIES):
-                out["intra_z"][q].append(z_symbols(intra, y, q))
-        for q in range(NUM_QUALITIES):
-            ref = quantize8(intra.compress(xs[0], min(q + offsets[q], NUM_QUALITIES - 1))["x_hat"])
-            for x in xs[1:]:
-                mv = motion.search(x, ref, lam=mv_lambda(q + 1))
-                out["mv"][q].append((mv - motion.mv_prediction(mv))[0])  # (2, Hb, Wb) field
-                pred = motion.compensate(ref, mv)
-                out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q))
-                ref = quantize8(inter.compress(x, ref, mv, q)["x_hat"])
-        print(f"{os.path.relpath(path)}: {len(pics)} frames {pics[0].width}x{pics[0].height} "
-              f"{time.time() - t0:.0f}s", flush=True)
-    return out
-
-
-def fit(eb: EntropyBottleneck, symbols: list[list[torch.Tensor]], steps: int, keep_medians: bool) -> None:
-    """Maximum discrete likelihood of each quality's symbols (``symbols[q]``: (C, n) tensors) under channels
-    C*q .. C*q+C-1 of ``eb``; the fit runs on their histograms. With ``keep_medians`` the symbols are
-    offsets from the medians (ẑ) and the quantiles (medians and table ranges) stay as they are; without,
-    they are the values themselves (vector residuals) and the quantiles are fitted too."""
-    hists = []
-    for v in symbols:
-        flat = torch.cat([t.flatten(1) for t in v], 1)
-        hists += [torch.unique(flat[c], return_counts=True) for c in range(flat.shape[0])]
-    assert len(hists) == eb.channels, (len(hists), eb.channels)
-    k = max(len(vals) for vals, _ in hists)
-    data = torch.zeros(1, eb.channels, 1, k)
-    weight = torch.zeros(1, eb.channels, 1, k)
-    for c, (vals, counts) in enumerate(hists):
-        data[0, c, 0, : len(vals)] = vals.float()
-        weight[0, c, 0, : len(vals)] = counts.float()
-    per_q = eb.channels // NUM_QUALITIES
-
-    def bits() -> torch.Tensor:
-        centre = eb._get_medians().detach().view(1, -1, 1, 1) if keep_medians else 0
-        _, lik = eb(data + centre, training=False)
-        return -(torch.log2(lik) * weight).view(NUM_QUALITIES, -1).sum(1) / weight.view(NUM_QUALITIES, -1).sum(1) * per_q
-
-    with torch.no_grad():
-        before = bits()
-    eb.train()
-    opt = torch.optim.Adam([p for n, p in eb.named_parameters() if not n.endswith("quantiles")], lr=1e-2)
-    aux_opt = None if keep_medians else torch.optim.Adam([eb.quantiles], lr=1e-2)
-    for step in range(steps):
-        if step == int(steps * 0.7):
-            for g in opt.param_groups:
-                g["lr"] = 1e-3
-        loss = bits().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if aux_opt is not None:
-            aux = eb.loss()
-            aux_opt.zero_grad()
-            aux.backward()
-            aux_opt.step()
-    eb.eval()
-    eb.update(force=True)
-    with torch.no_grad():
-        after = bits()
-    for q in range(NUM_QUALITIES):
-        n = int(weight.view(NUM_QUALITIES, -1)[q].sum()) // per_q
-        print(f"  quality {q + 1}: {n} symbols per channel, bits per position (all {per_q} channels) "
-              f"{before[q]:.3f} -> {after[q]:.3f}")
-
-
-def table_bits(cdf: torch.Tensor, fields: list[torch.Tensor]) -> float:
-    """Bits per residual component of ``fields`` under one quality's context tables ``cdf`` (CONTEXTS rows),
-    escapes counted with the range coder's bypass cost."""
-    freq = (cdf[:, 1:] - cdf[:, :-1]).double().numpy() / 2**mvcoding.PRECISION
-    total, n = 0.0, 0
-    for f in fields:
-        f = f.numpy().astype(np.int64)
-        ctx = mvcoding.contexts(f)
-        inr = np.abs(f) <= mvcoding.RANGE
-        total += -np.log2(freq[ctx[inr], f[inr] + mvcoding.RANGE]).sum()
-        esc = f[~inr]
-        # CompressAI's escape: the raw value in 4-bit chunks after a 4-bit chunk count
-        raw = np.where(esc < 0, -2 * (esc + mvcoding.RANGE) - 1, 2 * (esc - mvcoding.RANGE - 1))
-        chunks = np.ceil(np.log2(raw + 1) / 4)
-        total += (-np.log2(freq[ctx[~inr], -1]) + 4 + 4 * chunks).sum()
-        n += f.size
-    return total / max(n, 1)
-
-
-def fit_vector_tables(inter: InterModel, fields: list[list[torch.Tensor]]) -> None:
-    """Count the context histograms of the vector residual fields and install them as the inter model's tables."""
-    c = mvcoding.CONTEXTS
-    before = [table_bits(inter.mv_cdf[q * c:(q + 1) * c], fields[q]) for q in range(NUM_QUALITIES)]
-    inter.set_vector_tables(mvcoding.fit_pmfs([[f.numpy() for f in fs] for fs in fields]))
-    for q in range(NUM_QUALITIES):
-        after = table_bits(inter.mv_cdf[q * c:(q + 1) * c], fields[q])
-        print(f"  quality {q + 1}: bits per component {before[q]:.3f} -> {after:.3f}")
+        yield os.path.relpath(path), pics
 
 
 def main() -> None:
@@ -195,20 +83,16 @@ def main() -> None:
         with np.load(args.cache) as f:
             sym = {p: [[torch.from_numpy(f[k]) for k in sorted((k for k in f.files if k.startswith(f"{p}/{q}/")),
                                                                 key=lambda n: int(n.rsplit("/", 1)[1]))]
-                        for q in range(NUM_QUALITIES)] for p in PRIORS}
+                        for q in range(NUM_QUALITIES)] for p in priors.PRIORS}
     else:
         videos = sorted(p for p in glob.glob(os.path.join(args.videos, "**", "*"), recursive=True)
                         if os.path.isfile(p) and p.lower().endswith((".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m")))
-        sym = collect(intra, inter, videos, args.frames, tuple(e for e in args.exclude.split(",") if e))
+        clips = read_clips(videos, args.frames, tuple(e for e in args.exclude.split(",") if e))
+        sym = priors.collect(intra, inter, clips, say=lambda s: print(s, flush=True))
         if args.cache:
-            np.savez_compressed(args.cache, **{f"{p}/{q}/{i}": t.numpy() for p in PRIORS
+            np.savez_compressed(args.cache, **{f"{p}/{q}/{i}": t.numpy() for p in priors.PRIORS
                                                for q, v in enumerate(sym[p]) for i, t in enumerate(v)})
-    for name, eb, keep in (("intra_z", intra.entropy_bottleneck, True), ("inter_z", inter.entropy_bottleneck, True),
-                           ("mv", inter.mv_entropy, False)):
-        print(f"{name}:")
-        fit(eb, sym[name], args.steps, keep)
-    print("mv (context tables, lvcodec/mvcoding.py):")
-    fit_vector_tables(inter, sym["mv"])
+    priors.fit_priors(intra, inter, None, args.steps, symbols=sym)
     os.makedirs(args.out_dir, exist_ok=True)
     for name, model in (("intra", intra), ("inter", inter)):
         path = os.path.join(args.out_dir, f"{name}.safetensors")

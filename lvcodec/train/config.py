@@ -101,6 +101,16 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class PriorsConfig:
+    """``[priors]``: before export, the fixed priors (ẑ, vector residuals) are fitted to the symbols the
+    encoder codes on whole pictures of training videos (:mod:`lvcodec.train.priors`)."""
+
+    videos: int = 30  # at most this many training videos; 0 skips the fit
+    frames: int = 6  # first frames of each (one I-frame, then P-frames)
+    steps: int = 3000  # optimizer steps of each ẑ / vector prior fit
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig
     data: DataConfig
@@ -109,6 +119,7 @@ class Config:
     eval: EvalConfig
     path: str = ""  # the file it was read from
     text: str = field(default="", repr=False)  # its text (kept in checkpoints and the model card)
+    priors: PriorsConfig = PriorsConfig()
 
     @property
     def total_steps(self) -> int:
@@ -234,6 +245,7 @@ _CHECKS: dict[type, dict[str, Callable]] = {
         "qualities": _qualities, "frames": _int(1, 4096), "crop": _int(0, 8192, 2), "videos": _int(0),
         "images": _int(0),
     },
+    PriorsConfig: {"videos": _int(0), "frames": _int(2, 4096), "steps": _int(1)},
 }
 
 
@@ -269,14 +281,16 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{path}: not valid TOML ({e})") from None
-    sections = {"model", "data", "train", "stage", "eval"}
+    sections = {"model", "data", "train", "stage", "eval", "priors"}
     for key in doc:
         if key not in sections:
-            raise InputError(f"{path}: unknown section [{key}] (known: [model], [data], [train], [[stage]], [eval])")
+            raise InputError(f"{path}: unknown section [{key}] "
+                             "(known: [model], [data], [train], [[stage]], [eval], [priors])")
     model = _section(ModelConfig, doc.get("model", {}), "[model]", path)
     data = _section(DataConfig, doc.get("data", {}), "[data]", path)
     train = _section(TrainConfig, doc.get("train", {}), "[train]", path)
     ev = _section(EvalConfig, doc.get("eval", {}), "[eval]", path)
+    pr = _section(PriorsConfig, doc.get("priors", {}), "[priors]", path)
     raw = doc.get("stage")
     if not isinstance(raw, list) or not raw:
         raise InputError(f"{path}: no [[stage]]: give at least one, e.g. [[stage]] name = \"intra\" steps = 1000")
@@ -297,7 +311,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         raise InputError(f"{path}: a stage asks for images but [data] has no images folder")
     if any(s.sequences for s in stages) and not data.video and not data.packed:
         raise InputError(f"{path}: a stage asks for sequences but [data] has no video folder")
-    return Config(model, data, train, tuple(stages), ev, path, text)
+    return Config(model, data, train, tuple(stages), ev, path, text, pr)
 
 
 def _check_stage(s: StageConfig, where: str, path: str) -> None:

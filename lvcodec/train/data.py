@@ -368,6 +368,14 @@ class TrainingSet:
         w = np.asarray(w, np.float64)
         return w / w.sum()
 
+    def training_clips(self, frames: int, count: int) -> list[tuple[str, list[Picture]]]:
+        """First ``frames`` frames (whole pictures) of up to ``count`` training videos spread over the list:
+        what :mod:`lvcodec.train.priors` fits the fixed priors on."""
+        srcs = self.videos.train
+        if len(srcs) > count:
+            srcs = [srcs[i] for i in np.linspace(0, len(srcs) - 1, count).round().astype(int)]
+        return [(s.path, self.decoder.frames(s, list(range(min(frames, s.frames))))) for s in srcs]
+
     # -- the held-out part ---------------------------------------------------------------------------
     def held_out_clips(self, frames: int, size: int, count: int) -> list[tuple[str, list[Picture]]]:
         """First ``frames`` frames of up to ``count`` held-out videos, centre-cropped to ``size``."""

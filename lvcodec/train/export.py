@@ -18,18 +18,29 @@ def _umask() -> int:
     return mask
 
 
-def export_weights(cfg, intra, inter, out: str, steps: int) -> dict[str, tuple[str, str]]:
+def export_weights(cfg, intra, inter, out: str, steps: int, clips=None, say=print) -> dict[str, tuple[str, str]]:
     """Write ``intra-<sha8>.safetensors`` and ``inter-<sha8>.safetensors`` into ``out`` from copies of the
-    models with their CDF tables built (``update(force=True)``); return {kind: (path, sha256)}."""
+    models with their CDF tables built (``update(force=True)``); return {kind: (path, sha256)}. With
+    ``clips`` (``(name, pictures)`` of training videos) the fixed priors are first fitted to the symbols
+    the encoder codes on them (:func:`lvcodec.train.priors.fit_priors`)."""
     from ..models import LAMBDAS
 
     fresh = build_models(cfg.model.name, **cfg.model.kwargs)
     meta = {"model": cfg.model.name, "args": cfg.model.kwargs, "steps": steps,
             "lambdas": list(cfg.train.lambdas or LAMBDAS)}
-    files = {}
-    for name, model, copy in (("intra", intra, fresh[0]), ("inter", inter, fresh[1])):
+    for model, copy in ((intra, fresh[0]), (inter, fresh[1])):
         copy.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
         copy.update(force=True)
+        copy.eval()
+    if clips:
+        from .priors import fit_priors
+
+        say(f"fitting the priors to the symbols of {len(clips)} training videos "
+            f"({sum(len(p) for _, p in clips)} pictures x 8 qualities)")
+        fit_priors(fresh[0], fresh[1], clips, cfg.priors.steps, say=lambda line: say(f"  {line}"))
+        meta["priors"] = f"fitted on {len(clips)} training videos"
+    files = {}
+    for name, copy in (("intra", fresh[0]), ("inter", fresh[1])):
         tmp = os.path.join(out, f".{name}.safetensors.tmp")
         # one metadata key: safetensors writes several in a random order, and the file hash must not vary
         sha = save_state(copy, tmp, {"lvc_train": json.dumps({**meta, "part": name}, sort_keys=True)})
@@ -54,7 +65,14 @@ def load_exported(cfg, files: dict[str, tuple[str, str]]):
 
 def export_and_measure(cfg, intra, inter, data, out: str, steps: int, world: int, precision: str, device: str,
                        seconds: float, say) -> tuple[dict, RDResult | None]:
-    files = export_weights(cfg, intra, inter, out, steps)
+    clips = []
+    if cfg.priors.videos:
+        clips = data.training_clips(cfg.priors.frames, cfg.priors.videos)
+        if not clips:
+            say("no training videos (packed data only): the priors keep what training gave them")
+    files = export_weights(cfg, intra, inter, out, steps, clips, say)
+    priors_note = (f"fitted to the coded symbols of {len(clips)} training videos (first {cfg.priors.frames} frames)"
+                   if clips else "as trained (not fitted: no training videos, or `[priors] videos = 0`)")
     for name, (path, sha) in files.items():
         say(f"exported {path} (SHA-256 {sha[:16]}…)")
     rd = None
@@ -72,13 +90,14 @@ def export_and_measure(cfg, intra, inter, data, out: str, steps: int, world: int
             say("no held-out data: RD not measured (raise [data] holdout)")
     card = os.path.join(out, "MODEL_CARD.md")
     with open(card, "w") as f:
-        f.write(model_card(cfg, data, files, steps, world, precision, device, seconds, rd))
+        f.write(model_card(cfg, data, files, steps, world, precision, device, seconds, rd, priors_note))
     say(f"wrote {card}")
     result = {"intra": files["intra"][0], "inter": files["inter"][0], "card": card}
     return result, rd
 
 
-def model_card(cfg, data, files, steps, world, precision, device, seconds, rd: RDResult | None) -> str:
+def model_card(cfg, data, files, steps, world, precision, device, seconds, rd: RDResult | None,
+               priors_note: str = "as trained") -> str:
     from ..models import LAMBDAS
 
     lam = cfg.train.lambdas or LAMBDAS
@@ -92,6 +111,7 @@ def model_card(cfg, data, files, steps, world, precision, device, seconds, rd: R
           f"| started from | {cfg.model.init or 'random initialisation'} (seed {cfg.train.seed}) |",
           f"| hardware | {world} process{'es' if world > 1 else ''} on {device}, {precision} |",
           f"| training time | {seconds / 60:.1f} min |",
+          f"| fixed priors (ẑ, vector tables) | {priors_note} |",
           f"| config | `{os.path.basename(cfg.path)}`, SHA-256 `{hashlib.sha256(cfg.text.encode()).hexdigest()[:16]}…` "
           f"(copied to `config.toml` in the run folder) |", ""]
     L += ["## Data", ""]

@@ -1,0 +1,165 @@
+"""Fitting the fixed priors of the shipped model family to the symbols the encoder actually codes.
+
+Training fits the factorized priors (ẑ of the intra and inter models, the motion-vector residuals) with
+uniform noise standing in for rounding, on training crops. Here they are fitted by maximum *discrete*
+likelihood (the probabilities the range coder uses) on whole pictures, one prior per quality level:
+
+1. :func:`collect` codes the first frames of training videos at every quality level exactly as
+   ``lvc encode`` does (whole pictures, not crops: a crop is mostly picture edge, where the vector
+   prediction is zero) and keeps every symbol of ẑ (I- and P-frames) and every vector residual field;
+2. :func:`fit` fits each ẑ prior, each quality's channels on that quality's symbols, keeping the medians
+   (so ẑ, the entropy parameters of ŷ and every decoded picture stay exactly the same: only the bits
+   change); :func:`fit_vector_tables` counts the context tables of the vector residuals
+   (:mod:`lvcodec.mvcoding`); the factorized vector prior, which only prices vectors in training, is
+   fitted whole.
+
+:func:`fit_priors` does all of it; ``lvc train`` runs it before exporting, ``tools/fit_priors.py`` on
+existing weights.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from compressai.entropy_models import EntropyBottleneck
+
+from .. import motion, mvcoding
+from ..codec import mv_lambda
+from ..frames import quantize8, to_tensor
+from ..models import NUM_QUALITIES, InterModel, IntraModel
+from ..zoo import HyperpriorV1
+
+PRIORS = ("intra_z", "inter_z", "mv")
+
+
+def z_symbols(model, y: torch.Tensor, q: int) -> torch.Tensor:
+    """The symbols of ẑ that :meth:`_put_latent` codes for the latent ``y`` at quality index ``q``: (Nz, n)."""
+    qt = torch.tensor([q])
+    z_g = model.h_a(y * model._g(model.gain, qt)) * model._g(model.zgain, qt)
+    return torch.round(z_g - model.z_medians(q).view(1, -1, 1, 1))[0].flatten(1).to(torch.int32)
+
+
+@torch.no_grad()
+def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=HyperpriorV1.INTRA_OFFSETS,
+            say=None):
+    """Code each clip (``(name, pictures)``, whole pictures, at least two) at every quality level exactly as
+    ``lvc encode`` does (the I-frame ``intra_offsets[q]`` levels up, then P-frames) and keep every symbol of
+    ẑ (any picture may be an I-frame) and every vector residual field.
+    Returns {prior: [[(C, n) int tensors, or (2, Hb, Wb) fields for "mv"] * NUM_QUALITIES]}."""
+    out = {p: [[] for _ in range(NUM_QUALITIES)] for p in PRIORS}
+    for name, pics in clips:
+        if len(pics) < 2:
+            continue
+        xs = [to_tensor(p, 64) for p in pics]
+        t0 = time.time()
+        for x in xs:
+            y = intra.g_a(x)
+            for q in range(NUM_QUALITIES):
+                out["intra_z"][q].append(z_symbols(intra, y, q))
+        for q in range(NUM_QUALITIES):
+            ref = quantize8(intra.compress(xs[0], min(q + intra_offsets[q], NUM_QUALITIES - 1))["x_hat"])
+            for x in xs[1:]:
+                mv = motion.search(x, ref, lam=mv_lambda(q + 1))
+                out["mv"][q].append((mv - motion.mv_prediction(mv))[0])
+                pred = motion.compensate(ref, mv)
+                out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q))
+                ref = quantize8(inter.compress(x, ref, mv, q)["x_hat"])
+        if say:
+            say(f"{name}: {len(pics)} frames {pics[0].width}x{pics[0].height} {time.time() - t0:.0f}s")
+    return out
+
+
+def fit(eb: EntropyBottleneck, symbols: list[list[torch.Tensor]], steps: int, keep_medians: bool,
+        say=print) -> None:
+    """Maximum discrete likelihood of each quality's symbols (``symbols[q]``: (C, n) tensors) under channels
+    C*q .. C*q+C-1 of ``eb``; the fit runs on their histograms. With ``keep_medians`` the symbols are
+    offsets from the medians (ẑ) and the quantiles (medians and table ranges) stay as they are; without,
+    they are the values themselves (vector residuals) and the quantiles are fitted too."""
+    hists = []
+    for v in symbols:
+        flat = torch.cat([t.flatten(1) for t in v], 1)
+        hists += [torch.unique(flat[c], return_counts=True) for c in range(flat.shape[0])]
+    assert len(hists) == eb.channels, (len(hists), eb.channels)
+    k = max(len(vals) for vals, _ in hists)
+    data = torch.zeros(1, eb.channels, 1, k)
+    weight = torch.zeros(1, eb.channels, 1, k)
+    for c, (vals, counts) in enumerate(hists):
+        data[0, c, 0, : len(vals)] = vals.float()
+        weight[0, c, 0, : len(vals)] = counts.float()
+    per_q = eb.channels // NUM_QUALITIES
+
+    def bits() -> torch.Tensor:
+        centre = eb._get_medians().detach().view(1, -1, 1, 1) if keep_medians else 0
+        _, lik = eb(data + centre, training=False)
+        return -(torch.log2(lik) * weight).view(NUM_QUALITIES, -1).sum(1) / weight.view(NUM_QUALITIES, -1).sum(1) * per_q
+
+    with torch.no_grad():
+        before = bits()
+    eb.train()
+    opt = torch.optim.Adam([p for n, p in eb.named_parameters() if not n.endswith("quantiles")], lr=1e-2)
+    aux_opt = None if keep_medians else torch.optim.Adam([eb.quantiles], lr=1e-2)
+    for step in range(steps):
+        if step == int(steps * 0.7):
+            for g in opt.param_groups:
+                g["lr"] = 1e-3
+        loss = bits().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if aux_opt is not None:
+            aux = eb.loss()
+            aux_opt.zero_grad()
+            aux.backward()
+            aux_opt.step()
+    eb.eval()
+    eb.update(force=True)
+    with torch.no_grad():
+        after = bits()
+    for q in range(NUM_QUALITIES):
+        n = int(weight.view(NUM_QUALITIES, -1)[q].sum()) // per_q
+        say(f"  quality {q + 1}: {n} symbols per channel, bits per position (all {per_q} channels) "
+              f"{before[q]:.3f} -> {after[q]:.3f}")
+
+
+def table_bits(cdf: torch.Tensor, fields: list[torch.Tensor]) -> float:
+    """Bits per residual component of ``fields`` under one quality's context tables ``cdf`` (CONTEXTS rows),
+    escapes counted with the range coder's bypass cost."""
+    freq = (cdf[:, 1:] - cdf[:, :-1]).double().numpy() / 2**mvcoding.PRECISION
+    total, n = 0.0, 0
+    for f in fields:
+        f = f.numpy().astype(np.int64)
+        ctx = mvcoding.contexts(f)
+        inr = np.abs(f) <= mvcoding.RANGE
+        total += -np.log2(freq[ctx[inr], f[inr] + mvcoding.RANGE]).sum()
+        esc = f[~inr]
+        # CompressAI's escape: the raw value in 4-bit chunks after a 4-bit chunk count
+        raw = np.where(esc < 0, -2 * (esc + mvcoding.RANGE) - 1, 2 * (esc - mvcoding.RANGE - 1))
+        chunks = np.ceil(np.log2(raw + 1) / 4)
+        total += (-np.log2(freq[ctx[~inr], -1]) + 4 + 4 * chunks).sum()
+        n += f.size
+    return total / max(n, 1)
+
+
+def fit_vector_tables(inter: InterModel, fields: list[list[torch.Tensor]], say=print) -> None:
+    """Count the context histograms of the vector residual fields and install them as the inter model's tables."""
+    c = mvcoding.CONTEXTS
+    before = [table_bits(inter.mv_cdf[q * c:(q + 1) * c], fields[q]) for q in range(NUM_QUALITIES)]
+    inter.set_vector_tables(mvcoding.fit_pmfs([[f.numpy() for f in fs] for fs in fields]))
+    for q in range(NUM_QUALITIES):
+        after = table_bits(inter.mv_cdf[q * c:(q + 1) * c], fields[q])
+        say(f"  quality {q + 1}: bits per component {before[q]:.3f} -> {after:.3f}")
+
+
+def fit_priors(intra: IntraModel, inter: InterModel, clips, steps: int = 3000, say=print, symbols=None) -> dict:
+    """Collect the symbols of ``clips`` (see :func:`collect`; or take ``symbols`` already collected) and fit
+    all three priors and the vector tables in place. Returns the symbols."""
+    sym = symbols if symbols is not None else collect(intra, inter, clips, say=say)
+    for name, eb, keep in (("intra_z", intra.entropy_bottleneck, True), ("inter_z", inter.entropy_bottleneck, True),
+                           ("mv", inter.mv_entropy, False)):
+        say(f"{name}:")
+        fit(eb, sym[name], steps, keep, say)
+    say("mv (context tables, lvcodec/mvcoding.py):")
+    fit_vector_tables(inter, sym["mv"], say)
+    return sym
