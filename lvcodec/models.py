@@ -281,17 +281,24 @@ class _GainedHyperprior(CompressionModel):
         """Encoder-side search the decoder never pays for: ``steps`` Adam steps on the latent ``y`` (batch of 1)
         lowering the rate-distortion cost of quality index ``q`` (:meth:`_rd_cost`); ``distortion(ŷ)`` is the
         distortion of the picture synthesised from ŷ. Steps are in units of the quantization bin (the
-        gained latent); the learning rate decays by ``decay`` per step."""
+        gained latent); the learning rate decays by ``decay`` per step. Returns the latent of the lowest cost
+        seen on the way (the rounding makes the cost jump, so the last step is not always the best)."""
         g = self.gain[q].view(1, -1, 1, 1).detach()
         y_g = (y.detach() * g).requires_grad_(True)
         opt = torch.optim.Adam([y_g], lr=lr)
+        best_cost, best = math.inf, y_g.detach()
         with torch.enable_grad():
-            for _ in range(steps):
-                (y_g.grad,) = torch.autograd.grad(self._rd_cost(y_g, q, distortion), [y_g])
+            for step in range(steps + 1):
+                cost = self._rd_cost(y_g, q, distortion)
+                if cost.item() < best_cost:
+                    best_cost, best = cost.item(), y_g.detach().clone()
+                if step == steps:
+                    break
+                (y_g.grad,) = torch.autograd.grad(cost, [y_g])
                 opt.step()
                 for group in opt.param_groups:
                     group["lr"] *= decay
-        return (y_g / g).detach()
+        return best / g
 
     @staticmethod
     def _qt(x: torch.Tensor, q: int) -> torch.Tensor:

@@ -52,7 +52,7 @@ class HyperpriorV1(CodecModel):
     #: I-frame quality offset per quality level: a better I-frame pays off at low rates only (MODEL_CARD.md)
     INTRA_OFFSETS = (2, 1, 1, 0, 0, 0, 0, 0)
     #: gradient steps refining the latent of the I-frames of streams with P-frames (all-intra streams stay
-    #: fast); about 2.4 s per 640x368 picture on 2 cores, -2 % BD-rate (MODEL_CARD.md)
+    #: fast); about 2.4 s per 640x368 picture on 2 cores, -2.3 % BD-rate (MODEL_CARD.md)
     KEYFRAME_REFINE_STEPS = 20
 
     def intra_offset(self, quality: int) -> int:
