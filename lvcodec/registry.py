@@ -68,6 +68,9 @@ class CodecModel:
     #: substreams of an I and of a P packet (informative; listed by ``lvc info`` and the docs)
     substreams_intra: tuple[str, ...] = ()
     substreams_inter: tuple[str, ...] = ()
+    #: names the encoder's choices (search, refinement) for the same weights: change it when they change,
+    #: so benchmark results cached for the old encoder are not reused
+    encoder_version: str = ""
     def intra_offset(self, quality: int) -> int:
         """Levels above ``quality`` at which the encoder codes I-frames of streams with P-frames (default 0)."""
         return 0

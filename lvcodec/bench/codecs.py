@@ -102,7 +102,7 @@ def run_options(name: str, value: int, keyint: int) -> dict:
         from ..bitstream import VERSION
 
         return {"codec": "lvc", "model": model.name, "model_id": model.model_id,
-                "weights_hash": _model_weights(model.name).hex(), "quality": value,
+                "weights_hash": _model_weights(model.name).hex(), "encoder": model.encoder_version, "quality": value,
                 "keyint": k if model.has_inter else 1, "intra_offset": _intra_offset(model, value) if k > 1 else 0,
                 "lvcodec": __version__, "container": ".".join(map(str, VERSION)),
                 "api": "lvcodec.codec.encode_pictures / lvcodec.decode"}
