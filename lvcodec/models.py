@@ -142,14 +142,26 @@ def get_factorized(r: RansReader, eb: EntropyBottleneck, shape: tuple[int, int],
     return r.get(eb, indexes) + _medians(eb)[:, first:first + c]
 
 
-def _grouped_likelihoods(eb: EntropyBottleneck, x: torch.Tensor, q: torch.Tensor, training: bool | None = None):
+def _grouped_likelihoods(eb: EntropyBottleneck, x: torch.Tensor, q: torch.Tensor, training: bool | None = None,
+                         rounded: bool = False):
     """Likelihoods of ``x`` (B, C, H, W) under channels C*q[b] .. C*q[b]+C-1 of ``eb``, item by item (one prior
-    per quality level); ``training`` as for ``EntropyBottleneck.forward``."""
+    per quality level); ``training`` as for ``EntropyBottleneck.forward``. With ``rounded``, ``x`` is already
+    on the coder's grid (e.g. rounded straight through) and the likelihoods of its bins stay differentiable
+    in ``x`` (``forward`` would round again and cut the gradient)."""
     b, c, h, w = x.shape
     idx = (c * q.view(-1, 1) + torch.arange(c, device=q.device)).view(b, c, 1, 1).expand(b, c, h, w)
     full = x.new_zeros((b, eb.channels, h, w), dtype=torch.float32).scatter(1, idx, x.float())
-    _, lik = eb(full, training=training)
+    if rounded:  # EntropyBottleneck.forward's layout: (C, 1, N)
+        lik = eb._likelihood(full.permute(1, 0, 2, 3).reshape(eb.channels, 1, -1))[0]
+        lik = eb.likelihood_lower_bound(lik).reshape(eb.channels, b, h, w).permute(1, 0, 2, 3)
+    else:
+        _, lik = eb(full, training=training)
     return lik.gather(1, idx)
+
+
+def _round_ste(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to the integer grid offset by ``centre``, with a straight-through gradient."""
+    return x + (torch.round(x - centre) + centre - x).detach()
 
 
 class _GainedHyperprior(CompressionModel):
@@ -204,12 +216,10 @@ class _GainedHyperprior(CompressionModel):
         z_g = z * self._g(self.zgain, q)
         z_lik = self._z_likelihoods(z_g, q)
         # straight-through rounding of z around the medians for the hyper-synthesis
-        z_med = self.z_medians(q)
-        z_g_ste = z_g + (torch.round(z_g - z_med) + z_med - z_g).detach()
-        z_hat = z_g_ste * self._g(self.inv_zgain, q)
+        z_hat = _round_ste(z_g, self.z_medians(q)) * self._g(self.inv_zgain, q)
         means, scales = self._params(z_hat, q)
         _, y_lik = self.gaussian_conditional(y_g, scales, means=means)
-        y_g_hat = y_g + (torch.round(y_g - means) + means - y_g).detach()
+        y_g_hat = _round_ste(y_g, means)
         y_hat = y_g_hat * self._g(self.inv_gain, q)
         return y_hat, {"y": y_lik, "z": z_lik}
 
@@ -258,23 +268,15 @@ class _GainedHyperprior(CompressionModel):
     def _rd_cost(self, y_g: torch.Tensor, q: int, distortion) -> torch.Tensor:
         """λ[q]·255²·distortion + bits per luma pixel of the gained latent ``y_g``, with straight-through
         rounding of ẑ and ŷ and the discrete likelihoods the coder uses (differentiable in ``y_g``)."""
-        nz, eb, gc = self.Nz, self.entropy_bottleneck, self.gaussian_conditional
-        z_g = self.h_a(y_g) * self.zgain[q].view(1, -1, 1, 1)
-        med = self.z_medians(q).view(1, -1, 1, 1)
-        z_hat = z_g + (torch.round(z_g - med) + med - z_g).detach()
-        # the discrete likelihood of ẑ under this quality's channels of the factorized prior
-        n = z_hat[0, 0].numel()
-        full = torch.cat((z_hat.new_zeros(nz * q, 1, n), z_hat[0].reshape(nz, 1, n),
-                          z_hat.new_zeros(eb.channels - nz * (q + 1), 1, n)))
-        z_lik = eb.likelihood_lower_bound(eb._likelihood(full)[0][nz * q:nz * (q + 1)])
-        means, scales = self.h_s(z_hat * self.inv_zgain[q].view(1, -1, 1, 1)).chunk(2, 1)
-        g = self.gain[q].view(1, -1, 1, 1)
-        means, scales = means * g, scales.abs() * g
-        y_hat = y_g + (torch.round(y_g - means) + means - y_g).detach()
+        qt, gc = self._qt(y_g, q), self.gaussian_conditional
+        z_hat = _round_ste(self.h_a(y_g) * self._g(self.zgain, qt), self.z_medians(qt))
+        z_lik = _grouped_likelihoods(self.entropy_bottleneck, z_hat, qt, rounded=True)
+        means, scales = self._params(z_hat * self._g(self.inv_zgain, qt), qt)
+        y_hat = _round_ste(y_g, means)
         y_lik = gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))
         bits = -(torch.log2(y_lik).sum() + torch.log2(z_lik).sum())
         pixels = y_g.shape[-2] * y_g.shape[-1] * 256  # ŷ is at 1/16 of the luma resolution
-        return LAMBDAS[q] * 255**2 * distortion(y_hat * self.inv_gain[q].view(1, -1, 1, 1)) + bits / pixels
+        return LAMBDAS[q] * 255**2 * distortion(y_hat * self._g(self.inv_gain, qt)) + bits / pixels
 
     def refine_latent(self, y: torch.Tensor, q: int, distortion, steps: int, lr: float = REFINE_LR,
                       decay: float = REFINE_DECAY) -> torch.Tensor:
@@ -282,23 +284,24 @@ class _GainedHyperprior(CompressionModel):
         lowering the rate-distortion cost of quality index ``q`` (:meth:`_rd_cost`); ``distortion(ŷ)`` is the
         distortion of the picture synthesised from ŷ. Steps are in units of the quantization bin (the
         gained latent); the learning rate decays by ``decay`` per step. Returns the latent of the lowest cost
-        seen on the way (the rounding makes the cost jump, so the last step is not always the best)."""
+        seen on the way (the rounding makes the cost jump, so the last step is not always the best): ``y``
+        itself when no step lowered it."""
         g = self.gain[q].view(1, -1, 1, 1).detach()
         y_g = (y.detach() * g).requires_grad_(True)
         opt = torch.optim.Adam([y_g], lr=lr)
-        best_cost, best = math.inf, y_g.detach()
+        best_cost, best = math.inf, None
         with torch.enable_grad():
             for step in range(steps + 1):
                 cost = self._rd_cost(y_g, q, distortion)
                 if cost.item() < best_cost:
-                    best_cost, best = cost.item(), y_g.detach().clone()
+                    best_cost, best = cost.item(), (y_g.detach().clone() if step else None)
                 if step == steps:
                     break
                 (y_g.grad,) = torch.autograd.grad(cost, [y_g])
                 opt.step()
                 for group in opt.param_groups:
                     group["lr"] *= decay
-        return best / g
+        return y if best is None else best / g
 
     @staticmethod
     def _qt(x: torch.Tensor, q: int) -> torch.Tensor:
@@ -391,7 +394,9 @@ class IntraModel(_GainedHyperprior):
         y = self.g_a(x)
         candidates = [y]
         if refine:
-            candidates.append(self.refine_latent(y, q, lambda y_hat: mse_yuv(self.g_s(y_hat), x).sum(), refine))
+            refined = self.refine_latent(y, q, lambda y_hat: mse_yuv(self.g_s(y_hat), x).sum(), refine)
+            if refined is not y:  # no step lowered the cost: nothing else to code
+                candidates.append(refined)
         luma_pixels = x[0, 0].numel() * 4
         best = None
         for y in candidates:
