@@ -31,6 +31,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+#: Motion block sizes (luma pixels) a P-frame may use, by index: the encoder picks one per frame and codes its
+#: index first, with :data:`BLOCK_SIZE_CDF` (SPEC §7.1)
+BLOCK_SIZES = (16, 32, 64)
+#: fixed range-coder table of the block size index: 0, 1, 2 equally likely (then the unused escape)
+BLOCK_SIZE_CDF = (0, 21845, 43690, 65535, 65536)
 RANGE = 64  # residuals in [-RANGE, RANGE] (quarter-pel) have a table entry; larger ones escape
 BUCKETS = (1, 3, 9, 25)  # |left| + |top| thresholds: 5 buckets
 NB = len(BUCKETS) + 1
@@ -131,6 +136,22 @@ class VectorTables:
     def __init__(self, cdf: torch.Tensor):
         cdf = cdf.to(torch.int32).cpu()
         self.args = (cdf.tolist(), [cdf.shape[1]] * cdf.shape[0], [-RANGE] * cdf.shape[0])
+
+
+_BLOCK_TABLES = ([list(BLOCK_SIZE_CDF)], [len(BLOCK_SIZE_CDF)], [0])
+
+
+def encode_block_size(w, block: int) -> None:
+    """Put the index of the motion block size ``block`` (one of :data:`BLOCK_SIZES`) into ``w``."""
+    w.put_with_tables([BLOCK_SIZES.index(block)], [0], _BLOCK_TABLES)
+
+
+def decode_block_size(r) -> int:
+    """Inverse of :func:`encode_block_size`; a corrupt index (the escape) is an error, not a guess."""
+    (k,) = r.get_with_tables([0], _BLOCK_TABLES)
+    if not 0 <= k < len(BLOCK_SIZES):
+        raise ValueError(f"corrupt stream: motion block size index {k}")
+    return BLOCK_SIZES[k]
 
 
 def encode(w, tables: VectorTables, mvd: np.ndarray) -> None:

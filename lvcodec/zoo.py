@@ -54,7 +54,7 @@ class HyperpriorV1(CodecModel):
     #: gradient steps refining the latent of the I-frames of streams with P-frames (all-intra streams stay
     #: fast); about 2.4 s per 640x368 picture on 2 cores, -2.3 % BD-rate (MODEL_CARD.md)
     KEYFRAME_REFINE_STEPS = 20
-    encoder_version = "keyframe-refine-20-best"
+    encoder_version = "keyframe-refine-20-best+blocks-16-32-64"
 
     def intra_offset(self, quality: int) -> int:
         return self.INTRA_OFFSETS[quality - 1]
@@ -78,10 +78,8 @@ class HyperpriorV1(CodecModel):
         return self.intra.decompress(substreams, (coded_size[0] // 64, coded_size[1] // 64), quality - 1)["x_hat"]
 
     def encode_inter(self, x, ref, quality: int):
-        from . import motion
-
-        mv = motion.search(x, ref, lam=mv_lambda(quality))
-        out = self.inter.compress(x, ref, mv, quality - 1)
+        # motion block size chosen per frame by actual rate and distortion (InterModel.encode)
+        out = self.inter.encode(x, ref, quality - 1, mv_lambda(quality))
         return out["strings"], out["x_hat"]
 
     def decode_inter(self, substreams, coded_size, ref, quality: int):

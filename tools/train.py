@@ -65,7 +65,7 @@ def use_bf16(*modules: torch.nn.Module) -> None:
         mod.forward = forward
 
 
-def save(out_dir, intra, inter, opt, aux_opt, step, rng, with_optimizer: bool) -> None:
+def save(out_dir, intra, inter, opt, aux_opt, step, rng, with_optimizer: bool, qmean=None) -> None:
     """Write intra/inter.safetensors (CDF tables built) and, with ``with_optimizer``, ``ckpt.pt``."""
     intra.update(force=True)
     inter.update(force=True)
@@ -76,7 +76,7 @@ def save(out_dir, intra, inter, opt, aux_opt, step, rng, with_optimizer: bool) -
     if with_optimizer:
         torch.save({"intra": intra.state_dict(), "inter": inter.state_dict(), "opt": opt.state_dict(),
                     "aux_opt": aux_opt.state_dict(), "step": step, "rng": torch.get_rng_state(),
-                    "np_seed": int(rng.integers(2**63))}, os.path.join(out_dir, "ckpt.pt"))
+                    "np_seed": int(rng.integers(2**63)), "qmean": qmean}, os.path.join(out_dir, "ckpt.pt"))
 
 
 def main() -> None:
@@ -99,6 +99,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action="store_true", help="pixel transforms in bf16 autocast (CPU with AMX, GPU)")
     ap.add_argument("--save-every", type=float, default=0, help="also save every this many minutes (0: at the end only)")
+    ap.add_argument("--qnorm", action="store_true",
+                    help="weigh each quality's loss by the inverse of its running mean, so the low rates are not "
+                         "drowned by the high ones (a q8 sample's loss is ~25x a q1 sample's)")
     args = ap.parse_args()
 
     if args.threads:
@@ -140,6 +143,25 @@ def main() -> None:
         torch.set_rng_state(ck["rng"].cpu())
         rng = np.random.default_rng(ck["np_seed"])
     lambdas = torch.tensor(LAMBDAS, device=dev)
+    # running mean of the per-sample loss of each quality, I- and P-frames apart (--qnorm)
+    qmean = torch.zeros(2, NUM_QUALITIES, device=dev)
+    if args.resume and ck.get("qmean") is not None:
+        qmean = ck["qmean"].to(dev)
+
+    def weigh(per_sample: torch.Tensor, qq: torch.Tensor, row: int) -> torch.Tensor:
+        """Mean loss of a batch; with --qnorm each sample's loss divided by its quality's running mean
+        (times the mean over qualities, so the scale stays that of the plain loss)."""
+        if not args.qnorm:
+            return per_sample.mean()
+        with torch.no_grad():
+            for k in qq.unique():
+                v = per_sample[qq == k].mean()
+                m = qmean[row, k]
+                qmean[row, k] = v if m == 0 else 0.99 * m + 0.01 * v
+            m = qmean[row]
+            scale = m[m > 0].mean() / m[qq]
+        return (per_sample * scale).mean()
+
     if args.bf16:
         use_bf16(intra.g_a, intra.g_s, inter.g_a, inter.g_s, inter.fuse)
 
@@ -177,7 +199,7 @@ def main() -> None:
         out = intra(x_intra, q)
         dist = mse_yuv(out["x_hat"], x_intra)
         rate = bpp(out["likelihoods"], 4 * x_intra.shape[-1] * x_intra.shape[-2])
-        loss_i = (lambdas[q] * 255**2 * dist + rate).mean()
+        loss_i = weigh(lambdas[q] * 255**2 * dist + rate, q, 0)
 
         # -- following frames: inter from the decoded previous frame -----------------------------
         qs = q[args.batch_img:]
@@ -192,7 +214,7 @@ def main() -> None:
             o = inter(cur, pred, qs, mvd)
             dd = mse_yuv(o["x_hat"], cur)
             rr = bpp(o["likelihoods"], 4 * cur.shape[-1] * cur.shape[-2])
-            loss_p = loss_p + (lambdas[qs] * 255**2 * dd + rr).mean() / (T - 1)
+            loss_p = loss_p + weigh(lambdas[qs] * 255**2 * dd + rr, qs, 1) / (T - 1)
             d_p, r_p = d_p + dd.detach(), r_p + rr.detach()
             ref = round8(o["x_hat"]).detach()
         loss = loss_i + loss_p
@@ -212,7 +234,7 @@ def main() -> None:
             psnr_p = (10 * torch.log10((T - 1) / d_p.clamp_min(1e-10))).mean().item()
             stats.append((loss.item(), psnr_i, rate.mean().item(), psnr_p, (r_p / (T - 1)).mean().item()))
         if args.save_every and time.time() - last_save > args.save_every * 60:
-            save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer)
+            save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean)
             last_save = time.time()
         if step % 200 == 0:
             m = np.mean(stats, 0)
@@ -223,7 +245,7 @@ def main() -> None:
             print(f"step {step} t={row[1]}s lr={lr:g} loss={m[0]:.3f} I: {m[1]:.2f}dB {m[2]:.3f}bpp "
                   f"P: {m[3]:.2f}dB {m[4]:.3f}bpp aux={aux.item():.1f}", flush=True)
 
-    save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer)
+    save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean)
     print(f"done: {step} steps in {time.time() - t0:.0f}s")
 
 

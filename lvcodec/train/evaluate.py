@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import motion
 from ..codec import mv_lambda, psnr_yuv
 from ..frames import Picture, from_tensor, quantize8, to_tensor
 
@@ -61,8 +60,7 @@ def _code_clip(intra, inter, pics: list[Picture], quality: int, rd: RD) -> None:
             out = intra.compress(x, q)
             x_dec = intra.decompress(out["strings"], out["shape"], q)["x_hat"]
         else:
-            mv = motion.search(x, enc_ref, lam=mv_lambda(quality))
-            out = inter.compress(x, enc_ref, mv, q)
+            out = inter.encode(x, enc_ref, q, mv_lambda(quality))
             # decoder side: only the stream and its own reference
             x_dec = inter.decompress(out["strings"], out["shape"], dec_ref, q)["x_hat"]
         strings = out["strings"]

@@ -61,11 +61,12 @@ def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=Hyperprio
         for q in range(NUM_QUALITIES):
             ref = quantize8(intra.compress(xs[0], min(q + intra_offsets[q], NUM_QUALITIES - 1))["x_hat"])
             for x in xs[1:]:
-                mv = motion.search(x, ref, lam=mv_lambda(q + 1))
+                coded = inter.encode(x, ref, q, mv_lambda(q + 1))
+                mv = coded["mv"]
                 out["mv"][q].append((mv - motion.mv_prediction(mv))[0])
                 pred = motion.compensate(ref, mv)
                 out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q))
-                ref = quantize8(inter.compress(x, ref, mv, q)["x_hat"])
+                ref = quantize8(coded["x_hat"])
         if say:
             say(f"{name}: {len(pics)} frames {pics[0].width}x{pics[0].height} {time.time() - t0:.0f}s")
     return out
