@@ -63,3 +63,59 @@ def test_a_still_field_codes_in_a_few_bytes_and_contexts_follow_the_neighbours()
     assert ctx[0, 1, 2] == 1 and ctx[0, 2, 1] == 1  # next to |2|
     assert ctx[1, 1, 1] == 2 * mvcoding.NB + ctx[0, 1, 1]  # y where x != 0
     assert ctx[1, 2, 2] == mvcoding.NB  # y where x == 0, quiet neighbours
+
+
+def test_every_motion_block_size_decodes_exactly_and_the_encoder_keeps_the_cheapest():
+    """A P-frame may use 16, 32 or 64 pixel motion blocks (its first symbol says which); the encoder codes
+    each and keeps the one of lowest actual cost, and the decoder rebuilds exactly the encoder's picture."""
+    from lvcodec import mvcoding
+    from lvcodec.models import LAMBDAS, mse_yuv
+    from lvcodec.zoo import load_models, mv_lambda
+
+    intra, inter = load_models()
+    pic = to_tensor(demo_clip(1, 256, 192)[0], 64)
+    cur = torch.roll(pic, shifts=(1, -3), dims=(-2, -1))
+    ref = torch.round(intra.compress(pic, 3)["x_hat"].clamp(0, 1) * 255) / 255
+
+    def cost(out, q):
+        mse = mse_yuv(out["x_hat"].clamp(0, 1), cur).item()
+        return LAMBDAS[q] * 255**2 * mse + len(out["strings"][0]) * 8 / (cur[0, 0].numel() * 4)
+
+    for q in (0, 7):
+        costs = []
+        for block in mvcoding.BLOCK_SIZES:
+            mv = motion.search(cur, ref, lam=mv_lambda(q + 1) * 16 / block, block=block)
+            assert mv.shape[-2:] == (192 // block, 256 // block)
+            out = inter.compress(cur, ref, mv, q)
+            assert torch.equal(inter.decompress(out["strings"], out["shape"], ref, q)["x_hat"], out["x_hat"])
+            costs.append(cost(out, q))
+        best = inter.encode(cur, ref, q, mv_lambda(q + 1))
+        assert cost(best, q) == min(costs)
+        assert best["mv"].shape[-1] == 256 // mvcoding.BLOCK_SIZES[costs.index(min(costs))]
+
+
+def test_the_block_size_comes_first_and_a_corrupt_one_is_an_error():
+    import pytest
+
+    from lvcodec import mvcoding
+    from lvcodec.models import InterModel, RansReader, RansWriter
+
+    tables = InterModel()._vector_tables(0)
+    mvd = np.zeros((2, 3, 4), np.int64)
+    mvd[:, 1, 2] = (5, -3)
+
+    def stream(put_size):
+        # a block size alone would be too short a stream: CompressAI's rANS flush sizes its buffer by the
+        # number of symbols, so one symbol overflows it; real P-frames code many after it
+        w = RansWriter()
+        put_size(w)
+        mvcoding.encode(w, tables, mvd)
+        return RansReader(w.flush())
+
+    for k, block in enumerate(mvcoding.BLOCK_SIZES):
+        r = stream(lambda w, block=block: mvcoding.encode_block_size(w, block))
+        assert mvcoding.decode_block_size(r) == block == 16 << k
+        assert np.array_equal(mvcoding.decode(r, tables, 3, 4), mvd)
+    r = stream(lambda w: w.put_with_tables([3], [0], mvcoding._BLOCK_TABLES))  # the escape: no block size
+    with pytest.raises(ValueError, match="block size"):
+        mvcoding.decode_block_size(r)
