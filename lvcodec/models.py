@@ -473,19 +473,28 @@ class InterModel(_GainedHyperprior):
         the vector residuals, ẑ, then ŷ; ``x_hat`` is exactly what :meth:`decompress` returns."""
         from . import motion
 
+        out = self._code_picture(x, ref, mv, q)
+        out["x_hat"] = self._reconstruct(out.pop("y_hat"), out.pop("pred"))
+        return out
+
+    def _code_picture(self, x, ref, mv, q):
+        """:meth:`compress` up to the synthesis: the stream, ŷ and the prediction."""
+        from . import motion
+
         w = RansWriter()
         mvcoding.encode_block_size(w, 2 * x.shape[-1] // mv.shape[-1])
         mvcoding.encode(w, self._vector_tables(q), (mv - motion.mv_prediction(mv))[0].cpu().numpy())
         pred = motion.compensate(ref, mv)
         y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q)
         shape = (x.shape[-2] // 32, x.shape[-1] // 32)
-        return {"strings": [w.flush()], "shape": shape, "x_hat": self._reconstruct(y_hat, pred), "mv": mv}
+        return {"strings": [w.flush()], "shape": shape, "mv": mv, "y_hat": y_hat, "pred": pred}
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, ref: torch.Tensor, q: int, lam: float,
                blocks: tuple[int, ...] = mvcoding.BLOCK_SIZES):
         """Find the motion and code the picture (:meth:`compress`) once per motion block size of ``blocks``
-        and keep the coding of the lowest actual cost (λ·255²·MSE + real bits per pixel). ``lam`` is the
+        and keep the coding of the lowest actual cost (λ·255²·MSE + real bits per pixel), trying the sizes in
+        increasing order and stopping at the first that costs more than the one before. ``lam`` is the
         search's smoothness weight for 16x16 blocks (:func:`lvcodec.zoo.mv_lambda`); a block k times larger
         spreads its vector's bits over k² times the pixels, so it searches with ``lam / k``. Measured on
         training clips, larger blocks win at low rates and on smooth motion (a 16x16 field costs more than
@@ -496,12 +505,18 @@ class InterModel(_GainedHyperprior):
         best = None
         for block in blocks:
             mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
-            out = self.compress(x, ref, mv, q)
-            cost = LAMBDAS[q] * 255**2 * mse_yuv(out["x_hat"].clamp(0, 1), x).item() \
+            out = self._code_picture(x, ref, mv, q)
+            # the choice only needs the cost: synthesise on all threads (ulps from the exact picture), and
+            # only the chosen coding on the decoder's exact path
+            x_hat = self._synth(out["y_hat"], out["pred"])
+            cost = LAMBDAS[q] * 255**2 * mse_yuv(x_hat.clamp(0, 1), x).item() \
                 + len(out["strings"][0]) * 8 / luma_pixels
-            if best is None or cost < best[0]:
-                best = (cost, out)
-        return best[1]
+            if best is not None and cost >= best[0]:
+                break  # the cost falls then rises with the block size: a larger block will not win either
+            best = (cost, out)
+        out = best[1]
+        out["x_hat"] = self._reconstruct(out.pop("y_hat"), out.pop("pred"))
+        return out
 
     @torch.no_grad()
     def decompress(self, strings, shape, ref: torch.Tensor, q: int):

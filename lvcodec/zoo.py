@@ -54,7 +54,7 @@ class HyperpriorV1(CodecModel):
     #: gradient steps refining the latent of the I-frames of streams with P-frames (all-intra streams stay
     #: fast); about 2.4 s per 640x368 picture on 2 cores, -2.3 % BD-rate (MODEL_CARD.md)
     KEYFRAME_REFINE_STEPS = 20
-    encoder_version = "keyframe-refine-20-best+blocks-16-32-64"
+    encoder_version = "keyframe-refine-20-best+blocks-16-32-64-stop"
 
     def intra_offset(self, quality: int) -> int:
         return self.INTRA_OFFSETS[quality - 1]
