@@ -21,8 +21,9 @@ encoder and every decoder get the same bits on any machine, thread count or devi
 
 :class:`InterModel` codes a P-frame given its motion-compensated prediction ``pred`` (built from the
 *decoded* previous frame): the analysis sees the frame and the prediction, the synthesis adds a
-correction to the prediction, fusing its features with the prediction at the end. Its motion field is
-coded with its own learned factorized prior (an ``EntropyBottleneck`` over the vector residuals).
+correction to the prediction, fusing its features with the prediction at the end. Its motion field (16, 32
+or 64 pixel blocks, the encoder's choice per frame) is coded with the context tables of :mod:`lvcodec.mvcoding`;
+a factorized ``EntropyBottleneck`` over the vector residuals prices them in training.
 """
 
 from __future__ import annotations

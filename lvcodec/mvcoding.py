@@ -20,6 +20,9 @@ Residuals in [-:data:`RANGE`, :data:`RANGE`] are coded with the table; the rest 
 (the table's last symbol, then the value in bypass chunks). The tables are fixed CDFs in the inter weights,
 fitted on training videos by ``tools/fit_priors.py``.
 
+The field's block size (16, 32 or 64 luma pixels, :data:`BLOCK_SIZES`) is chosen by the encoder per frame and
+coded first (:func:`encode_block_size`); every size uses the same tables.
+
 Coding order: anti-diagonals of the block grid (``i + j`` = 0, 1, ...), and within one, the x residuals of
 its blocks top to bottom, then their y residuals. Every context then depends on an earlier diagonal or on
 the x residuals just decoded, so the decoder asks the range decoder for a whole diagonal at a time (two
