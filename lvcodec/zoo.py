@@ -54,6 +54,9 @@ class HyperpriorV1(CodecModel):
     #: gradient steps refining the latent of the I-frames of streams with P-frames (all-intra streams stay
     #: fast); about 2.4 s per 640x368 picture on 2 cores, -2.3 % BD-rate (MODEL_CARD.md)
     KEYFRAME_REFINE_STEPS = 20
+    #: motion block sizes each P-frame is coded with, the cheapest kept (InterModel.encode; any subset of
+    #: mvcoding.BLOCK_SIZES decodes): 16 only is about twice as fast to encode, -15 % BD-rate with all three
+    MOTION_BLOCKS = (16, 32, 64)
     encoder_version = "keyframe-refine-20-best+blocks-16-32-64-stop"
 
     def intra_offset(self, quality: int) -> int:
@@ -79,7 +82,7 @@ class HyperpriorV1(CodecModel):
 
     def encode_inter(self, x, ref, quality: int):
         # motion block size chosen per frame by actual rate and distortion (InterModel.encode)
-        out = self.inter.encode(x, ref, quality - 1, mv_lambda(quality))
+        out = self.inter.encode(x, ref, quality - 1, mv_lambda(quality), blocks=self.MOTION_BLOCKS)
         return out["strings"], out["x_hat"]
 
     def decode_inter(self, substreams, coded_size, ref, quality: int):
