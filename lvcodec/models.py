@@ -61,6 +61,12 @@ def mse_yuv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (6 * d[:, :4].mean((1, 2, 3)) + d[:, 4].mean((1, 2)) + d[:, 5].mean((1, 2))) / 8
 
 
+def coded_cost(x_hat: torch.Tensor, x: torch.Tensor, data: bytes, q: int) -> float:
+    """What the encoder's choices minimise: λ[q]·255²·MSE_YUV of the picture ``x_hat`` coded as ``data``
+    against ``x`` (batch of 1), plus the real bits per luma pixel."""
+    return LAMBDAS[q] * 255**2 * mse_yuv(x_hat.clamp(0, 1), x).item() + len(data) * 8 / (x[0, 0].numel() * 4)
+
+
 def scale_table() -> torch.Tensor:
     return torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS))
 
@@ -398,13 +404,12 @@ class IntraModel(_GainedHyperprior):
             refined = self.refine_latent(y, q, lambda y_hat: mse_yuv(self.g_s(y_hat), x).sum(), refine)
             if refined is not y:  # no step lowered the cost: nothing else to code
                 candidates.append(refined)
-        luma_pixels = x[0, 0].numel() * 4
         best = None
         for y in candidates:
             w = RansWriter()
             x_hat = self._reconstruct(self._put_latent(w, y, q))
             data = w.flush()
-            cost = LAMBDAS[q] * 255**2 * mse_yuv(x_hat.clamp(0, 1), x).item() + len(data) * 8 / luma_pixels
+            cost = coded_cost(x_hat, x, data, q)
             if best is None or cost < best[0]:
                 best = (cost, data, x_hat)
         shape = (x.shape[-2] // 32, x.shape[-1] // 32)
@@ -472,8 +477,6 @@ class InterModel(_GainedHyperprior):
         the encoder chose (:func:`lvcodec.motion.search`, any block size of :data:`mvcoding.BLOCK_SIZES`,
         read off the shape of ``mv``): ``strings`` is ``[stream]``, one rANS stream holding the block size,
         the vector residuals, ẑ, then ŷ; ``x_hat`` is exactly what :meth:`decompress` returns."""
-        from . import motion
-
         out = self._code_picture(x, ref, mv, q)
         out["x_hat"] = self._reconstruct(out.pop("y_hat"), out.pop("pred"))
         return out
@@ -502,7 +505,6 @@ class InterModel(_GainedHyperprior):
         the latent at quality 1), small ones where the motion is detailed."""
         from . import motion
 
-        luma_pixels = x[0, 0].numel() * 4
         best = None
         for block in blocks:
             mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
@@ -510,8 +512,7 @@ class InterModel(_GainedHyperprior):
             # the choice only needs the cost: synthesise on all threads (ulps from the exact picture), and
             # only the chosen coding on the decoder's exact path
             x_hat = self._synth(out["y_hat"], out["pred"])
-            cost = LAMBDAS[q] * 255**2 * mse_yuv(x_hat.clamp(0, 1), x).item() \
-                + len(out["strings"][0]) * 8 / luma_pixels
+            cost = coded_cost(x_hat, x, out["strings"][0], q)
             if best is not None and cost >= best[0]:
                 break  # the cost falls then rises with the block size: a larger block will not win either
             best = (cost, out)
