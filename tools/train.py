@@ -99,6 +99,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action="store_true", help="pixel transforms in bf16 autocast (CPU with AMX, GPU)")
     ap.add_argument("--save-every", type=float, default=0, help="also save every this many minutes (0: at the end only)")
+    ap.add_argument("--blocks", default="16,32,64",
+                    help="motion block sizes drawn per batch of P-frames (the encoder chooses among them per frame; "
+                         "the search weight is scaled by 16/block as the encoder does)")
     ap.add_argument("--qnorm", action="store_true",
                     help="weigh each quality's loss by the inverse of its running mean, so the low rates are not "
                          "drowned by the high ones (a q8 sample's loss is ~25x a q1 sample's)")
@@ -143,6 +146,7 @@ def main() -> None:
         torch.set_rng_state(ck["rng"].cpu())
         rng = np.random.default_rng(ck["np_seed"])
     lambdas = torch.tensor(LAMBDAS, device=dev)
+    blocks = [int(b) for b in args.blocks.split(",")]
     # running mean of the per-sample loss of each quality, I- and P-frames apart (--qnorm)
     qmean = torch.zeros(2, NUM_QUALITIES, device=dev)
     if args.resume and ck.get("qmean") is not None:
@@ -208,8 +212,9 @@ def main() -> None:
         loss_p, d_p, r_p = 0.0, 0.0, 0.0
         for t in range(1, T):
             cur = seq[t]
-            mv = motion.search(cur, ref, lam=lam_mv, radius=args.radius)
-            pred = motion.compensate(ref, mv)
+            block = blocks[int(rng.integers(0, len(blocks)))] if len(blocks) > 1 else blocks[0]
+            mv = motion.search(cur, ref, lam=lam_mv * motion.BLOCK / block, block=block, radius=args.radius)
+            pred = motion.compensate(ref, mv, block)
             mvd = mv - motion.mv_prediction(mv)
             o = inter(cur, pred, qs, mvd)
             dd = mse_yuv(o["x_hat"], cur)
