@@ -64,6 +64,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast of the transforms on CUDA, fp32 on CPU), fp32, bf16
     lambdas: tuple[float, ...] | None = None  # per quality 1..8; default lvcodec.models.LAMBDAS
     search_radius: int = 4  # coarsest-level radius of the motion search during training
+    motion_blocks: tuple[int, ...] = (16, 32, 64)  # block sizes drawn per P-frame batch (the encoder's choices)
     clip_grad: float = 1.0  # gradient-norm clip, 0: off
     checkpoint_every: int = 500  # steps; a checkpoint is also written at the end of every stage
     log_every: int = 50  # steps per row of log.csv
@@ -208,6 +209,12 @@ def _qualities(v):
     return tuple(sorted(out))
 
 
+def _motion_blocks(v):
+    if not isinstance(v, list) or not v or not all(isinstance(x, int) and x in (16, 32, 64) for x in v):
+        raise _Bad("should be a list of motion block sizes among 16, 32, 64")
+    return tuple(sorted(set(v)))
+
+
 def _train_list(v):
     if isinstance(v, str):
         v = [v]
@@ -233,7 +240,7 @@ _CHECKS: dict[type, dict[str, Callable]] = {
     TrainConfig: {
         "out": _str(), "seed": _int(0, 2**63 - 1), "device": _str(("auto", "cpu", "cuda")),
         "precision": _str(("auto", "fp32", "bf16")), "lambdas": _optional(_lambdas),
-        "search_radius": _int(1, 64), "clip_grad": _float(0.0), "checkpoint_every": _int(1),
+        "search_radius": _int(1, 64), "motion_blocks": _motion_blocks, "clip_grad": _float(0.0), "checkpoint_every": _int(1),
         "log_every": _int(1), "deterministic": _bool,
     },
     StageConfig: {

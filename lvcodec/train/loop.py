@@ -486,8 +486,11 @@ def _step(b: dict, stage: StageConfig, fwd: dict, trained: list[str], lambdas: t
         lam_mv = torch.tensor([mv_lambda(int(k) + 1) for k in qs.tolist()], device=dev).view(-1, 1, 1, 1)
         loss_p, psnr_p, rate_p = 0.0, 0.0, 0.0
         for cur in seq[1:]:
-            mv = motion.search(cur, ref, lam=lam_mv, radius=tc.search_radius)
-            pred = motion.compensate(ref, mv)
+            # the encoder chooses the block size per frame: train on all of them (torch's generator,
+            # checkpointed, draws it)
+            block = tc.motion_blocks[int(torch.randint(len(tc.motion_blocks), ()))]
+            mv = motion.search(cur, ref, lam=lam_mv * motion.BLOCK / block, block=block, radius=tc.search_radius)
+            pred = motion.compensate(ref, mv, block)
             mvd = mv - motion.mv_prediction(mv)
             o = fwd["inter"](cur, pred, qs, mvd)
             dd = mse_yuv(o["x_hat"], cur)
