@@ -359,6 +359,29 @@ def _synthesis(M: int, N: int, cout: int) -> nn.Sequential:
     )
 
 
+_PLANES = (slice(0, 4), slice(4, 5), slice(5, 6))  # luma (4 sub-pixel channels), U, V of the 6-channel layout
+
+
+def _plane_mask(x_syn: torch.Tensor, pred: torch.Tensor, x: torch.Tensor) -> int:
+    """Bit ``i`` set where plane ``i`` of the prediction is closer to ``x`` than the synthesis (MSE)."""
+    mask = 0
+    for i, sl in enumerate(_PLANES):
+        if (pred[:, sl] - x[:, sl]).square().mean() < (x_syn[:, sl].clamp(0, 1) - x[:, sl]).square().mean():
+            mask |= 1 << i
+    return mask
+
+
+def _compose(x_syn: torch.Tensor, pred: torch.Tensor, mask: int) -> torch.Tensor:
+    """The synthesis with the planes of ``mask`` replaced by the prediction's."""
+    if not mask:
+        return x_syn
+    out = x_syn.clone()
+    for i, sl in enumerate(_PLANES):
+        if mask >> i & 1:
+            out[:, sl] = pred[:, sl]
+    return out
+
+
 @contextlib.contextmanager
 def _one_thread(x: torch.Tensor):
     """Run the pixel synthesis of ``compress``/``decompress`` on one CPU thread: oneDNN and MKL split some
@@ -467,57 +490,78 @@ class InterModel(_GainedHyperprior):
             lik["mv"] = self.mv_likelihoods(mvd, q)
         return {"x_hat": self._synth(y_hat, pred), "likelihoods": lik}
 
-    def _reconstruct(self, y_hat, pred):
+    def _reconstruct(self, y_hat, pred, mask: int = 0):
+        """The decoded picture: the synthesis from ŷ and the prediction, with the planes of ``mask`` (bit 0:
+        luma, 1: U, 2: V) taken from the prediction instead; all of it when the latent is skipped."""
+        if y_hat is None:
+            return pred
         with _one_thread(y_hat):
-            return self._synth(y_hat, pred)
+            return _compose(self._synth(y_hat, pred), pred, mask)
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, q: int):
+    def compress(self, x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, q: int, skip: bool = False):
         """Code one picture (batch of 1) given the decoded reference ``ref`` and the block vectors ``mv``
         the encoder chose (:func:`lvcodec.motion.search`, any block size of :data:`mvcoding.BLOCK_SIZES`,
         read off the shape of ``mv``): ``strings`` is ``[stream]``, one rANS stream holding the block size,
-        the vector residuals, ẑ, then ŷ; ``x_hat`` is exactly what :meth:`decompress` returns."""
-        out = self._code_picture(x, ref, mv, q)
-        out["x_hat"] = self._reconstruct(out.pop("y_hat"), out.pop("pred"))
+        the latent flag, the vector residuals, then (unless ``skip``) ẑ, ŷ and the plane mask; ``x_hat`` is
+        exactly what :meth:`decompress` returns."""
+        out = self._code_picture(x, ref, mv, q, skip, exact=True)
+        out["x_hat"] = out.pop("x_syn")
+        del out["y_hat"], out["pred"]
         return out
 
-    def _code_picture(self, x, ref, mv, q):
-        """:meth:`compress` up to the synthesis: the stream, ŷ and the prediction."""
+    def _code_picture(self, x, ref, mv, q, skip: bool = False, exact: bool = False):
+        """Code the picture with the vectors ``mv``; without the latent when ``skip``. Each plane whose
+        synthesis is further from ``x`` than the prediction is sent as the prediction (the plane mask).
+        ``x_syn`` is the decoded picture, exact with ``exact``, else synthesised on all threads (within
+        ulps of it: enough to compare costs)."""
         from . import motion
 
         w = RansWriter()
         mvcoding.encode_block_size(w, 2 * x.shape[-1] // mv.shape[-1])
+        mvcoding.encode_latent_flag(w, skip)
         mvcoding.encode(w, self._vector_tables(q), (mv - motion.mv_prediction(mv))[0].cpu().numpy())
         pred = motion.compensate(ref, mv)
-        y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q)
+        y_hat, mask, x_syn = None, mvcoding.ALL_PLANES, pred
+        if not skip:
+            y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q)
+            x_syn = self._reconstruct(y_hat, pred) if exact else self._synth(y_hat, pred)
+            mask = _plane_mask(x_syn, pred, x)
+            mvcoding.encode_plane_mask(w, mask)
+            x_syn = _compose(x_syn, pred, mask)
         shape = (x.shape[-2] // 32, x.shape[-1] // 32)
-        return {"strings": [w.flush()], "shape": shape, "mv": mv, "y_hat": y_hat, "pred": pred}
+        return {"strings": [w.flush()], "shape": shape, "mv": mv, "skip": skip, "mask": mask, "y_hat": y_hat,
+                "pred": pred, "x_syn": x_syn}
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, ref: torch.Tensor, q: int, lam: float,
-               blocks: tuple[int, ...] = mvcoding.BLOCK_SIZES):
+               blocks: tuple[int, ...] = mvcoding.BLOCK_SIZES, skip: bool = True):
         """Find the motion and code the picture (:meth:`compress`) once per motion block size of ``blocks``
         and keep the coding of the lowest actual cost (λ·255²·MSE + real bits per pixel), trying the sizes in
         increasing order and stopping at the first that costs more than the one before. ``lam`` is the
         search's smoothness weight for 16x16 blocks (:func:`lvcodec.zoo.mv_lambda`); a block k times larger
         spreads its vector's bits over k² times the pixels, so it searches with ``lam / k``. Measured on
         training clips, larger blocks win at low rates and on smooth motion (a 16x16 field costs more than
-        the latent at quality 1), small ones where the motion is detailed."""
+        the latent at quality 1), small ones where the motion is detailed. With ``skip``, each block size is
+        also costed without the latent (the prediction as the picture: at low rates the latent often buys
+        less than it costs)."""
         from . import motion
 
         best = None
         for block in blocks:
             mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
-            out = self._code_picture(x, ref, mv, q)
-            # the choice only needs the cost: synthesise on all threads (ulps from the exact picture), and
-            # only the chosen coding on the decoder's exact path
-            x_hat = self._synth(out["y_hat"], out["pred"])
-            cost = coded_cost(x_hat, x, out["strings"][0], q)
+            cands = [self._code_picture(x, ref, mv, q)]
+            if skip:
+                cands.append(self._code_picture(x, ref, mv, q, skip=True))
+            cost, out = min(((coded_cost(c["x_syn"], x, c["strings"][0], q), c) for c in cands),
+                            key=lambda t: t[0])
             if best is not None and cost >= best[0]:
                 break  # the cost falls then rises with the block size: a larger block will not win either
             best = (cost, out)
         out = best[1]
-        out["x_hat"] = self._reconstruct(out.pop("y_hat"), out.pop("pred"))
+        # only the chosen coding runs the decoder's exact (one-thread) synthesis
+        out["x_hat"] = self._reconstruct(out.pop("y_hat"), out.pop("pred"), out["mask"])
+        del out["x_syn"]
         return out
 
     @torch.no_grad()
@@ -526,8 +570,12 @@ class InterModel(_GainedHyperprior):
 
         r = RansReader(strings[0])
         block = mvcoding.decode_block_size(r)
+        skip = mvcoding.decode_latent_flag(r)
         hb, wb = ref.shape[-2] * 2 // block, ref.shape[-1] * 2 // block
         mvd = mvcoding.decode(r, self._vector_tables(q), hb, wb)
         mv = torch.from_numpy(motion.mv_from_residual(mvd))[None].to(torch.int32).to(ref.device)
         pred = motion.compensate(ref, mv)
-        return {"x_hat": self._reconstruct(self._get_latent(r, shape, q), pred)}
+        if skip:
+            return {"x_hat": pred}
+        y_hat = self._get_latent(r, shape, q)
+        return {"x_hat": self._reconstruct(y_hat, pred, mvcoding.decode_plane_mask(r))}

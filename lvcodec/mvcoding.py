@@ -157,6 +157,45 @@ def decode_block_size(r) -> int:
     return BLOCK_SIZES[k]
 
 
+#: fixed range-coder table of a P-frame's latent flag: 0 = the latent (ẑ, ŷ) follows the vectors, 1 = none
+#: follows and the picture is the motion-compensated prediction itself; equally likely (then the escape)
+LATENT_FLAG_CDF = (0, 32768, 65535, 65536)
+_FLAG_TABLES = ([list(LATENT_FLAG_CDF)], [len(LATENT_FLAG_CDF)], [0])
+
+
+def encode_latent_flag(w, skip: bool) -> None:
+    """Put whether the P-frame's latent is skipped (the prediction is the picture) into ``w``."""
+    w.put_with_tables([int(skip)], [0], _FLAG_TABLES)
+
+
+def decode_latent_flag(r) -> bool:
+    """Inverse of :func:`encode_latent_flag`; the escape is an error."""
+    (k,) = r.get_with_tables([0], _FLAG_TABLES)
+    if k not in (0, 1):
+        raise ValueError(f"corrupt stream: latent flag {k}")
+    return bool(k)
+
+
+#: a coded latent's plane mask: bit 0 luma, bit 1 U, bit 2 V; a set bit sends that plane as the prediction
+#: instead of the synthesis (chosen by the encoder by distortion). 0..7 equally likely, then the escape.
+ALL_PLANES = 7
+PLANE_MASK_CDF = (0, 8192, 16384, 24576, 32768, 40960, 49152, 57344, 65535, 65536)
+_MASK_TABLES = ([list(PLANE_MASK_CDF)], [len(PLANE_MASK_CDF)], [0])
+
+
+def encode_plane_mask(w, mask: int) -> None:
+    """Put the plane mask (0..7) of a P-frame with a coded latent into ``w``."""
+    w.put_with_tables([mask], [0], _MASK_TABLES)
+
+
+def decode_plane_mask(r) -> int:
+    """Inverse of :func:`encode_plane_mask`; the escape is an error."""
+    (k,) = r.get_with_tables([0], _MASK_TABLES)
+    if not 0 <= k <= ALL_PLANES:
+        raise ValueError(f"corrupt stream: plane mask {k}")
+    return k
+
+
 def encode(w, tables: VectorTables, mvd: np.ndarray) -> None:
     """Put the residual field ``mvd`` (2, Hb, Wb) into ``w`` (a :class:`lvcodec.models.RansWriter`)."""
     mvd = np.asarray(mvd, np.int64)

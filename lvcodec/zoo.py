@@ -57,7 +57,7 @@ class HyperpriorV1(CodecModel):
     #: motion block sizes each P-frame is coded with, the cheapest kept (InterModel.encode; any subset of
     #: mvcoding.BLOCK_SIZES decodes): 16 only is about twice as fast to encode, -15 % BD-rate with all three
     MOTION_BLOCKS = (16, 32, 64)
-    encoder_version = "keyframe-refine-20-best+blocks-16-32-64-stop"
+    encoder_version = "keyframe-refine-20-best+blocks-16-32-64-stop+skip+plane-mask"
 
     def intra_offset(self, quality: int) -> int:
         return self.INTRA_OFFSETS[quality - 1]

@@ -87,14 +87,16 @@ def test_every_motion_block_size_decodes_exactly_and_the_encoder_keeps_the_cheap
         for block in mvcoding.BLOCK_SIZES:
             mv = motion.search(cur, ref, lam=mv_lambda(q + 1) * 16 / block, block=block)
             assert mv.shape[-2:] == (192 // block, 256 // block)
-            out = inter.compress(cur, ref, mv, q)
-            assert torch.equal(inter.decompress(out["strings"], out["shape"], ref, q)["x_hat"], out["x_hat"])
-            coded.append(out)
+            for skip in (False, True):  # with the latent, and the prediction alone
+                out = inter.compress(cur, ref, mv, q, skip=skip)
+                assert torch.equal(inter.decompress(out["strings"], out["shape"], ref, q)["x_hat"], out["x_hat"])
+                coded.append(out)
         best = inter.encode(cur, ref, q, mv_lambda(q + 1))
         (k,) = [k for k, out in enumerate(coded) if out["strings"] == best["strings"]]  # one of them, exactly
         assert torch.equal(best["x_hat"], coded[k]["x_hat"])
-        assert cost(best, q) <= min(cost(out, q) for out in coded[:k + 2])  # the cheapest up to the first rise
-        chosen.add(k)
+        tried = coded[:2 * (k // 2 + 2)]  # both codings of every size up to the first rise
+        assert cost(best, q) <= min(cost(out, q) for out in tried)
+        chosen.add(k // 2)
     assert chosen != {0}  # a pan is cheaper with larger blocks at some rate
 
 
@@ -123,3 +125,62 @@ def test_the_block_size_comes_first_and_a_corrupt_one_is_an_error():
     r = stream(lambda w: w.put_with_tables([3], [0], mvcoding._BLOCK_TABLES))  # the escape: no block size
     with pytest.raises(ValueError, match="block size"):
         mvcoding.decode_block_size(r)
+
+
+def test_a_skipped_latent_decodes_to_the_prediction_and_a_still_scene_skips():
+    """A P-frame may skip its latent (the prediction is the picture): the encoder takes that when it is
+    cheaper, as on a still scene, and the decoder rebuilds it exactly."""
+    from lvcodec.zoo import load_models, mv_lambda
+
+    intra, inter = load_models()
+    pic = to_tensor(demo_clip(1, 192, 128)[0], 64)
+    ref = torch.round(intra.compress(pic, 3)["x_hat"].clamp(0, 1) * 255) / 255
+    mv = torch.zeros(1, 2, 128 // 32, 192 // 32, dtype=torch.int32)
+    out = inter.compress(pic, ref, mv, 2, skip=True)
+    assert torch.equal(out["x_hat"], motion.compensate(ref, mv))
+    assert torch.equal(inter.decompress(out["strings"], out["shape"], ref, 2)["x_hat"], out["x_hat"])
+    for q in (0, 7):
+        still = inter.encode(ref, ref, q, mv_lambda(q + 1))  # the reference again: nothing to code
+        assert still["skip"] and torch.equal(torch.round(still["x_hat"] * 255), torch.round(ref * 255))
+        assert len(still["strings"][0]) < 16
+        assert torch.equal(inter.decompress(still["strings"], still["shape"], ref, q)["x_hat"], still["x_hat"])
+
+
+def test_the_plane_mask_sends_planes_the_prediction_matches_better():
+    """With a coded latent, each plane (luma, U, V) whose synthesis is further from the source than the
+    prediction is sent as the prediction; the mask is coded after ŷ and the decoder applies it."""
+    from lvcodec.zoo import load_models
+
+    intra, inter = load_models()
+    pic = to_tensor(demo_clip(1, 192, 128)[0], 64)
+    ref = torch.round(intra.compress(pic, 3)["x_hat"].clamp(0, 1) * 255) / 255
+    cur = ref.clone()
+    cur[:, :4] = pic[:, :4]  # new luma, chroma exactly the reference's: the prediction's chroma is exact
+    mv = torch.zeros(1, 2, 128 // 16, 192 // 16, dtype=torch.int32)
+    out = inter.compress(cur, ref, mv, 7)
+    assert out["mask"] & 0b110 == 0b110
+    assert torch.equal(out["x_hat"][:, 4:], motion.compensate(ref, mv)[:, 4:])
+    assert torch.equal(inter.decompress(out["strings"], out["shape"], ref, 7)["x_hat"], out["x_hat"])
+
+
+def test_latent_flag_and_plane_mask_round_trip_and_their_escapes_are_errors():
+    import pytest
+
+    from lvcodec import mvcoding
+    from lvcodec.models import RansReader, RansWriter
+
+    def stream(*puts):
+        w = RansWriter()
+        for put in puts:
+            put(w)
+        w.put_with_tables([0, 0], [0, 0], mvcoding._BLOCK_TABLES)  # a stream of one symbol is too short to flush
+        return RansReader(w.flush())
+
+    for skip in (False, True):
+        for mask in range(8):
+            r = stream(lambda w: mvcoding.encode_latent_flag(w, skip), lambda w: mvcoding.encode_plane_mask(w, mask))
+            assert mvcoding.decode_latent_flag(r) is skip and mvcoding.decode_plane_mask(r) == mask
+    with pytest.raises(ValueError, match="latent flag"):
+        mvcoding.decode_latent_flag(stream(lambda w: w.put_with_tables([2], [0], mvcoding._FLAG_TABLES)))
+    with pytest.raises(ValueError, match="plane mask"):
+        mvcoding.decode_plane_mask(stream(lambda w: w.put_with_tables([8], [0], mvcoding._MASK_TABLES)))

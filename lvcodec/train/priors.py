@@ -65,7 +65,8 @@ def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=Hyperprio
                 mv = coded["mv"]
                 out["mv"][q].append((mv - motion.mv_prediction(mv))[0])
                 pred = motion.compensate(ref, mv)
-                out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q))
+                if not coded["skip"]:  # a skipped latent codes no ẑ
+                    out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q))
                 ref = quantize8(coded["x_hat"])
         if say:
             say(f"{name}: {len(pics)} frames {pics[0].width}x{pics[0].height} {time.time() - t0:.0f}s")
