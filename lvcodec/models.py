@@ -23,7 +23,9 @@ encoder and every decoder get the same bits on any machine, thread count or devi
 *decoded* previous frame): the analysis sees the frame and the prediction, the synthesis adds a
 correction to the prediction, fusing its features with the prediction at the end. Its motion field (16, 32
 or 64 pixel blocks, the encoder's choice per frame) is coded with the context tables of :mod:`lvcodec.mvcoding`;
-a factorized ``EntropyBottleneck`` over the vector residuals prices them in training.
+a factorized ``EntropyBottleneck`` over the vector residuals prices them in training. The encoder may also
+skip the latent (the prediction is the picture) and send any plane (luma, U, V) as the prediction's where the
+synthesis would be further from the source (the plane mask): both chosen by actual cost (:meth:`InterModel.encode`).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class HyperpriorV1(CodecModel):
     num_qualities = 8  # = len(lvcodec.models.LAMBDAS); kept here so the registry needs no torch
     downsampling = 64
     substreams_intra = ("z+y",)  # one rANS stream: the hyper-latent, then the latent
-    substreams_inter = ("motion+z+y",)  # one rANS stream: vector residuals, hyper-latent, latent
+    substreams_inter = ("motion+z+y",)  # one rANS stream: block size, latent flag, vectors, [ẑ, ŷ, plane mask]
     #: I-frame quality offset per quality level: a better I-frame pays off at low rates only (MODEL_CARD.md)
     INTRA_OFFSETS = (2, 1, 1, 0, 0, 0, 0, 0)
     #: gradient steps refining the latent of the I-frames of streams with P-frames (all-intra streams stay
