@@ -512,7 +512,7 @@ class InterModel(_GainedHyperprior):
         del out["y_hat"], out["pred"]
         return out
 
-    def _code_picture(self, x, ref, mv, q, skip: bool = False, exact: bool = False):
+    def _code_picture(self, x, ref, mv, q, skip: bool = False, exact: bool = False, pred=None):
         """Code the picture with the vectors ``mv``; without the latent when ``skip``. Each plane whose
         synthesis is further from ``x`` than the prediction is sent as the prediction (the plane mask).
         ``x_syn`` is the decoded picture, exact with ``exact``, else synthesised on all threads (within
@@ -523,7 +523,7 @@ class InterModel(_GainedHyperprior):
         mvcoding.encode_block_size(w, 2 * x.shape[-1] // mv.shape[-1])
         mvcoding.encode_latent_flag(w, skip)
         mvcoding.encode(w, self._vector_tables(q), (mv - motion.mv_prediction(mv))[0].cpu().numpy())
-        pred = motion.compensate(ref, mv)
+        pred = motion.compensate(ref, mv) if pred is None else pred  # the same vectors: the same prediction
         y_hat, mask, x_syn = None, mvcoding.ALL_PLANES, pred
         if not skip:
             y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q)
@@ -554,7 +554,7 @@ class InterModel(_GainedHyperprior):
             mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
             cands = [self._code_picture(x, ref, mv, q)]
             if skip:
-                cands.append(self._code_picture(x, ref, mv, q, skip=True))
+                cands.append(self._code_picture(x, ref, mv, q, skip=True, pred=cands[0]["pred"]))
             cost, out = min(((coded_cost(c["x_syn"], x, c["strings"][0], q), c) for c in cands),
                             key=lambda t: t[0])
             if best is not None and cost >= best[0]:
