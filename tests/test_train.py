@@ -219,6 +219,23 @@ def test_bf16_autocast_keeps_entropy_models_fp32():
     out["x_hat"].mean().backward()
 
 
+def test_bf16_on_a_cpu_without_native_bf16_is_flagged(tmp_path, monkeypatch):
+    """bf16 autocast is emulated (and much slower than fp32) on CPUs without AMX or AVX512-BF16: warn."""
+    from lvcodec.train import precision
+
+    amx, avx2 = tmp_path / "amx", tmp_path / "avx2"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert precision.cpu_has_native_bf16(str(amx)) is True
+    assert precision.cpu_has_native_bf16(str(avx2)) is False
+    assert precision.cpu_has_native_bf16(str(tmp_path / "missing")) is None
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert "slower than fp32" in precision.slow_bf16_warning("cpu")
+    assert precision.slow_bf16_warning("cuda") is None
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.slow_bf16_warning("cpu") is None
+
+
 # -- runs -------------------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,8 @@ quality level is drawn per sample, so one model learns all rates. Loss per frame
 ``lambda[q] * 255^2 * MSE_YUV + bpp`` with MSE_YUV = (6 MSE_Y + MSE_U + MSE_V) / 8.
 
 Uses CUDA when available (TF32), the CPU otherwise; ``--bf16`` runs the pixel transforms under bf16
-autocast (the entropy models and hyper-transforms stay fp32). Writes ``intra.safetensors``/``inter.safetensors`` (CDF tables built) and, on
+autocast (the entropy models and hyper-transforms stay fp32; only worth it where the CPU has AMX or AVX512-BF16,
+it warns otherwise). Writes ``intra.safetensors``/``inter.safetensors`` (CDF tables built) and, on
 ``--save-optimizer``, a ``ckpt.pt`` that ``--resume`` continues exactly.
 """
 
@@ -167,6 +168,10 @@ def main() -> None:
         return (per_sample * scale).mean()
 
     if args.bf16:
+        from lvcodec.train.precision import slow_bf16_warning
+
+        if msg := slow_bf16_warning(dev.type):
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
         use_bf16(intra.g_a, intra.g_s, inter.g_a, inter.g_s, inter.fuse)
 
     os.makedirs(args.out_dir, exist_ok=True)

@@ -307,8 +307,10 @@ def _run(cfg, out, resume, overwrite, stop_after, d: Dist, progress, check_only,
     intra.to(d.device).train()
     inter.to(d.device).train()
     if precision == "bf16":
-        from .precision import autocast_transforms
+        from .precision import autocast_transforms, slow_bf16_warning
 
+        if d.main and (msg := slow_bf16_warning(d.device.type)):
+            print(f"lvc train: warning: {msg}", file=sys.stderr)
         autocast_transforms(intra, d.device.type)
         autocast_transforms(inter, d.device.type)
     fwd = {"intra": intra, "inter": inter}

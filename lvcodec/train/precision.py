@@ -11,6 +11,31 @@ import torch
 from compressai.layers import GDN
 
 TRANSFORMS = ("g_a", "g_s", "h_a", "h_s", "fuse")
+#: CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic; without them oneDNN emulates bf16 and a
+#: training step is several times *slower* than in fp32 (measured: the inter synthesis' forward and
+#: backward 0.17 s fp32 against 1.5 s bf16 on an AVX2 AMD EPYC, 2 threads)
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU does bf16 arithmetic natively (AMX or AVX512-BF16); None where it cannot be told."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return any(fl in flags for fl in BF16_FLAGS)
+    except OSError:
+        pass
+    return None
+
+
+def slow_bf16_warning(device_type: str) -> str | None:
+    """A one-line warning when bf16 autocast was asked for on a CPU that would emulate it, else None."""
+    if device_type == "cpu" and cpu_has_native_bf16() is False:
+        return ("this CPU has no native bf16 (no AMX or AVX512-BF16 flag): bf16 autocast is emulated and "
+                "several times slower than fp32 here")
+    return None
 
 
 def _float(x):
