@@ -69,6 +69,12 @@ class Encoder:
                                  coded_width=-(-self.width // m) * m, coded_height=-(-self.height // m) * m,
                                  **(colour or {}))
 
+    def inter_quality(self, index: int) -> int:
+        """Quality of the P-frame ``index`` pictures after its I-frame (the model's :meth:`inter_offset`
+        applied to the stream's quality, kept within the model's levels)."""
+        q = self.quality + self.model.inter_offset(self.quality, index)
+        return min(max(q, 1), self.model.num_qualities)
+
     def encode(self, pic: Picture) -> list[bs.Packet]:
         """Code ``pic``; returns its packet (in a list, like PyAV's ``stream.encode``)."""
         import torch
@@ -84,8 +90,9 @@ class Encoder:
                 packet = bs.Packet(bs.FRAME_I, pic.pts, subs,
                                    self.intra_quality if self.intra_quality != self.quality else None)
             else:
-                subs, x_hat = self.model.encode_inter(x, self.ref, self.quality)
-                packet = bs.Packet(bs.FRAME_P, pic.pts, subs)
+                q = self.inter_quality(self.count % self.keyint)
+                subs, x_hat = self.model.encode_inter(x, self.ref, q)
+                packet = bs.Packet(bs.FRAME_P, pic.pts, subs, q if q != self.quality else None)
             self.ref = quantize8(x_hat)
         self.count += 1
         self.reconstruction = from_tensor(self.ref, self.width, self.height, pic.pts)

@@ -56,6 +56,7 @@ class CodecModel:
       from; by default it is :meth:`encode_intra`, and a model may spend more encoder effort there.
     - :meth:`intra_offset` is how many quality levels above the stream's quality the encoder codes
       I-frames by default (a better reference for the whole GOP; such packets carry their quality).
+    - :meth:`inter_offset` is the same for each P-frame, by its position in the GOP (default 0).
     - Training is the model's own business (e.g. CompressAI-style ``forward`` returning
       ``{"x_hat", "likelihoods"}``); ``lvc train`` knows the built-in models.
     """
@@ -73,6 +74,11 @@ class CodecModel:
     encoder_version: str = ""
     def intra_offset(self, quality: int) -> int:
         """Levels above ``quality`` at which the encoder codes I-frames of streams with P-frames (default 0)."""
+        return 0
+
+    def inter_offset(self, quality: int, index: int) -> int:
+        """Levels added to ``quality`` for the P-frame ``index`` pictures after its I-frame (default 0); a
+        result outside the model's levels is clamped, and such packets carry their quality."""
         return 0
 
     def weights_sha256(self) -> bytes:

@@ -51,16 +51,23 @@ class HyperpriorV1(CodecModel):
     substreams_inter = ("motion+z+y",)  # one rANS stream: block size, latent flag, vectors, [ẑ, ŷ, plane mask]
     #: I-frame quality offset per quality level: a better I-frame pays off at low rates only (MODEL_CARD.md)
     INTRA_OFFSETS = (2, 1, 1, 0, 0, 0, 0, 0)
+    #: P-frame quality offset by position in the GOP, repeating every 4 pictures after the I-frame: every
+    #: 4th P-frame at the stream's quality, the others one level below (clamped at 1); the better ones
+    #: refresh the reference chain (MODEL_CARD.md)
+    INTER_OFFSETS = (0, -1, -1, -1)
     #: gradient steps refining the latent of the I-frames of streams with P-frames (all-intra streams stay
     #: fast); about 2.4 s per 640x368 picture on 2 cores, -2.3 % BD-rate (MODEL_CARD.md)
     KEYFRAME_REFINE_STEPS = 20
     #: motion block sizes each P-frame is coded with, the cheapest kept (InterModel.encode; any subset of
     #: mvcoding.BLOCK_SIZES decodes): 16 only is about twice as fast to encode, -15 % BD-rate with all three
     MOTION_BLOCKS = (16, 32, 64)
-    encoder_version = "keyframe-refine-20-best+blocks-16-32-64-stop+skip+plane-mask"
+    encoder_version = "keyframe-refine-20-best+blocks-16-32-64-stop+skip+plane-mask+p-offsets-0-1-1-1"
 
     def intra_offset(self, quality: int) -> int:
         return self.INTRA_OFFSETS[quality - 1]
+
+    def inter_offset(self, quality: int, index: int) -> int:
+        return self.INTER_OFFSETS[index % len(self.INTER_OFFSETS)]
 
     def __init__(self):
         self.intra, self.inter = load_models()

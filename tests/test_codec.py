@@ -104,19 +104,22 @@ def test_reads_other_pixel_formats(tmp_path):
     assert st.source_pix_fmt == "bgr0"
 
 
-def test_i_frames_are_coded_above_the_stream_quality(clip_pics, tmp_path):
-    """The default model codes I-frames of low-rate streams 1-2 levels up (capped at the top level); those
-    packets carry their quality, P-frames use the header's, and the decoder follows (bit-exact)."""
-    enc = Encoder(96, 64, 3, 4)
-    packets = [enc.encode(p)[0] for p in clip_pics[:5]]
-    assert [p.quality for p in packets] == [4, None, None, None, 4]
+def test_frames_are_coded_at_their_gop_position_quality(clip_pics, tmp_path):
+    """The default model codes I-frames of low-rate streams 1-2 levels up (capped at the top level) and
+    three P-frames in four one level down (never below 1); those packets carry their quality, every 4th
+    P-frame uses the header's, and the decoder follows (bit-exact)."""
+    enc = Encoder(96, 64, 3, 6)
+    packets = [enc.encode(p)[0] for p in clip_pics[:7]]
+    assert [p.quality for p in packets] == [4, 2, 2, 2, None, 2, 4]
+    assert [Encoder(96, 64, 1, 6).inter_quality(i) for i in range(1, 6)] == [1] * 5
+    assert [Encoder(96, 64, 8, 6).inter_quality(i) for i in range(1, 6)] == [7, 7, 7, 8, 7]
     assert [Encoder(96, 64, q, 4).intra_quality for q in range(1, 9)] == [3, 3, 4, 4, 5, 6, 7, 8]
     assert Encoder(96, 64, 7, 4, intra_offset=3).intra_quality == 8
     assert Encoder(96, 64, 3, 1).intra_quality == 3  # all-intra: every frame at the stream's quality
     assert Encoder(96, 64, 3, 4, intra_offset=0).intra_quality == 3
     with pytest.raises(ValueError, match="intra offset"):
         Encoder(96, 64, 3, 4, intra_offset=-1)
-    data, recon = encode_stream(clip_pics, quality=3, keyint=4)
+    data, recon = encode_stream(clip_pics, quality=3, keyint=6)
     for r, d in zip(recon, decode_stream(data, tmp_path)):
         assert np.array_equal(r.y, d.y) and np.array_equal(r.u, d.u)
 
