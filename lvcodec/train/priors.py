@@ -43,11 +43,14 @@ def z_symbols(model, y: torch.Tensor, q: int) -> torch.Tensor:
 
 @torch.no_grad()
 def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=HyperpriorV1.INTRA_OFFSETS,
-            inter_offsets=HyperpriorV1.INTER_OFFSETS, say=None):
-    """Code each clip (``(name, pictures)``, whole pictures, at least two) at every quality level exactly as
-    ``lvc encode`` does (the I-frame ``intra_offsets[q]`` levels up, then P-frame ``i`` at
-    ``inter_offsets[i % len]`` levels from the stream's) and keep every symbol of ẑ (any picture may be an
-    I-frame) and every vector residual field, under the quality each was coded at.
+            say=None):
+    """Code each clip (``(name, pictures)``, whole pictures, at least two) at every quality level as
+    ``lvc encode`` does (the I-frame ``intra_offsets[q]`` levels up, then P-frames) and keep every symbol of
+    ẑ (any picture may be an I-frame) and every vector residual field. Every P-frame is coded at the
+    level being collected, not at the encoder's per-position levels (``HyperpriorV1.INTER_OFFSETS``), so
+    that every level gets the symbols of every P-frame, however short the clips (with them, the top level
+    would come only from every 4th P-frame); a P-frame's reference is then one level better or worse
+    than the encoder's would be, nothing more.
     Returns {prior: [[(C, n) int tensors, or (2, Hb, Wb) fields for "mv"] * NUM_QUALITIES]}."""
     out = {p: [[] for _ in range(NUM_QUALITIES)] for p in PRIORS}
     for name, pics in clips:
@@ -61,14 +64,13 @@ def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=Hyperprio
                 out["intra_z"][q].append(z_symbols(intra, y, q))
         for q in range(NUM_QUALITIES):
             ref = quantize8(intra.compress(xs[0], min(q + intra_offsets[q], NUM_QUALITIES - 1))["x_hat"])
-            for i, x in enumerate(xs[1:], 1):
-                qp = min(max(q + inter_offsets[i % len(inter_offsets)], 0), NUM_QUALITIES - 1)
-                coded = inter.encode(x, ref, qp, mv_lambda(qp + 1))
+            for x in xs[1:]:
+                coded = inter.encode(x, ref, q, mv_lambda(q + 1))
                 mv = coded["mv"]
-                out["mv"][qp].append((mv - motion.mv_prediction(mv))[0])
+                out["mv"][q].append((mv - motion.mv_prediction(mv))[0])
                 pred = motion.compensate(ref, mv)
                 if not coded["skip"]:  # a skipped latent codes no ẑ
-                    out["inter_z"][qp].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), qp))
+                    out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q))
                 ref = quantize8(coded["x_hat"])
         if say:
             say(f"{name}: {len(pics)} frames {pics[0].width}x{pics[0].height} {time.time() - t0:.0f}s")
