@@ -103,6 +103,10 @@ def main() -> None:
     ap.add_argument("--blocks", default="16,32,64",
                     help="motion block sizes drawn per batch of P-frames (the encoder chooses among them per frame; "
                          "the search weight is scaled by 16/block as the encoder does)")
+    ap.add_argument("--intra-only", action="store_true",
+                    help="train the intra model alone (the inter model is saved unchanged): each step codes "
+                         "--batch-img photo crops and --batch-seq single frames drawn from the sequences; "
+                         "about 6x more I-frames per second on a CPU than the joint step")
     ap.add_argument("--qnorm", action="store_true",
                     help="weigh each quality's loss by the inverse of its running mean, so the low rates are not "
                          "drowned by the high ones (a q8 sample's loss is ~25x a q1 sample's)")
@@ -130,10 +134,9 @@ def main() -> None:
         for name, mod in (("intra", intra), ("inter", inter)):
             (path,) = sorted(glob.glob(os.path.join(args.init, f"{name}*.safetensors")))[:1]
             mod.load_state_dict(upgrade_state(mod, load_state(path, None)))
-    params = [p for n, p in list(intra.named_parameters()) + list(inter.named_parameters())
-              if not n.endswith("quantiles")]
-    aux_params = [p for n, p in list(intra.named_parameters()) + list(inter.named_parameters())
-                  if n.endswith("quantiles")]
+    trained = list(intra.named_parameters()) + ([] if args.intra_only else list(inter.named_parameters()))
+    params = [p for n, p in trained if not n.endswith("quantiles")]
+    aux_params = [p for n, p in trained if n.endswith("quantiles")]
     opt = torch.optim.Adam(params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=args.aux_lr)
     step = 0
@@ -197,7 +200,11 @@ def main() -> None:
         ox = int(rng.integers(0, (img_y.shape[2] - c) // 2 + 1)) * 2
         xi = to6(img_y[i, oy:oy + c, ox:ox + c], img_uv[i, :, oy // 2:(oy + c) // 2, ox // 2:(ox + c) // 2])
         s = torch.from_numpy(rng.integers(0, seq_y.shape[0], args.batch_seq)).to(dev)
-        seq = [to6(seq_y[s, t], seq_uv[s, t]) for t in range(T)]
+        if args.intra_only:  # one frame of each sequence, any position
+            t = torch.from_numpy(rng.integers(0, T, args.batch_seq)).to(dev)
+            seq = [to6(seq_y[s, t], seq_uv[s, t])]
+        else:
+            seq = [to6(seq_y[s, t], seq_uv[s, t]) for t in range(T)]
         if rng.random() < 0.5:
             xi = hflip_layout(xi)
             seq = [hflip_layout(x) for x in seq]
@@ -214,8 +221,8 @@ def main() -> None:
         qs = q[args.batch_img:]
         ref = round8(out["x_hat"][args.batch_img:]).detach()
         lam_mv = torch.tensor([mv_lambda(int(k) + 1) for k in qs], device=dev).view(-1, 1, 1, 1)
-        loss_p, d_p, r_p = 0.0, 0.0, 0.0
-        for t in range(1, T):
+        loss_p, d_p, r_p = 0.0, torch.zeros(()), torch.zeros(())
+        for t in range(1, len(seq)):
             cur = seq[t]
             block = blocks[int(rng.integers(0, len(blocks)))] if len(blocks) > 1 else blocks[0]
             mv = motion.search(cur, ref, lam=lam_mv * motion.BLOCK / block, block=block, radius=args.radius)
@@ -233,7 +240,7 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        aux = intra.aux_loss() + inter.aux_loss()
+        aux = intra.aux_loss() + (0 if args.intra_only else inter.aux_loss())
         aux_opt.zero_grad(set_to_none=True)
         aux.backward()
         aux_opt.step()
@@ -241,7 +248,7 @@ def main() -> None:
 
         with torch.no_grad():
             psnr_i = (10 * torch.log10(1 / dist.clamp_min(1e-10))).mean().item()
-            psnr_p = (10 * torch.log10((T - 1) / d_p.clamp_min(1e-10))).mean().item()
+            psnr_p = float("nan") if args.intra_only else (10 * torch.log10((T - 1) / d_p.clamp_min(1e-10))).mean().item()
             stats.append((loss.item(), psnr_i, rate.mean().item(), psnr_p, (r_p / (T - 1)).mean().item()))
         if args.save_every and time.time() - last_save > args.save_every * 60:
             save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean)
