@@ -382,3 +382,28 @@ def test_fit_priors_vector_tables_lower_the_bits_of_the_fields_they_are_fitted_t
         mvcoding.encode(w, inter._vector_tables(3), f.numpy())
     est = after[3] * sum(f.numel() for f in fields[3])
     assert abs(len(w.flush()) * 8 - est) < 0.03 * est + 64
+
+
+def test_tools_train_intra_only_leaves_the_inter_model_as_shipped(tmp_path):
+    """tools/train.py --intra-only (the CPU sessions' trainer): the intra model learns, the inter model is
+    written back exactly as loaded (its fitted tables included)."""
+    from safetensors.torch import load_file
+
+    from lvcodec.weights import WEIGHTS_DIR
+
+    rng = np.random.default_rng(0)
+    pack = tmp_path / "train.npz"
+    np.savez(pack, seq_y=rng.integers(0, 256, (4, 3, 64, 64), np.uint8),
+             seq_uv=rng.integers(0, 256, (4, 3, 2, 32, 32), np.uint8),
+             img_y=rng.integers(0, 256, (4, 80, 80), np.uint8), img_uv=rng.integers(0, 256, (4, 2, 40, 40), np.uint8))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, os.path.join(root, "tools", "train.py"), "--data", str(pack), "--init",
+                    str(WEIGHTS_DIR), "--out-dir", str(out), "--steps", "2", "--crop", "64", "--batch-img", "2",
+                    "--batch-seq", "2", "--threads", "1", "--intra-only"], check=True, capture_output=True, cwd=root)
+    (shipped_inter,) = glob.glob(str(WEIGHTS_DIR / "inter*.safetensors"))
+    (shipped_intra,) = glob.glob(str(WEIGHTS_DIR / "intra*.safetensors"))
+    a, b = load_file(shipped_inter), load_file(out / "inter.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    a, b = load_file(shipped_intra), load_file(out / "intra.safetensors")
+    assert not a["g_a.0.weight"].equal(b["g_a.0.weight"])

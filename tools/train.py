@@ -66,10 +66,13 @@ def use_bf16(*modules: torch.nn.Module) -> None:
         mod.forward = forward
 
 
-def save(out_dir, intra, inter, opt, aux_opt, step, rng, with_optimizer: bool, qmean=None) -> None:
-    """Write intra/inter.safetensors (CDF tables built) and, with ``with_optimizer``, ``ckpt.pt``."""
+def save(out_dir, intra, inter, opt, aux_opt, step, rng, with_optimizer: bool, qmean=None,
+         inter_frozen: bool = False) -> None:
+    """Write intra/inter.safetensors (CDF tables built) and, with ``with_optimizer``, ``ckpt.pt``. A frozen
+    inter model (``--intra-only``) is written as loaded: its fitted tables are not rebuilt."""
     intra.update(force=True)
-    inter.update(force=True)
+    if not inter_frozen:
+        inter.update(force=True)
     meta = {"steps": str(step), "lambdas": ",".join(map(str, LAMBDAS))}
     for name, mod in (("intra", intra), ("inter", inter)):
         h = save_state(mod, os.path.join(out_dir, f"{name}.safetensors"), meta)
@@ -251,7 +254,7 @@ def main() -> None:
             psnr_p = float("nan") if args.intra_only else (10 * torch.log10((T - 1) / d_p.clamp_min(1e-10))).mean().item()
             stats.append((loss.item(), psnr_i, rate.mean().item(), psnr_p, (r_p / (T - 1)).mean().item()))
         if args.save_every and time.time() - last_save > args.save_every * 60:
-            save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean)
+            save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean, args.intra_only)
             last_save = time.time()
         if step % 200 == 0:
             m = np.mean(stats, 0)
@@ -262,7 +265,7 @@ def main() -> None:
             print(f"step {step} t={row[1]}s lr={lr:g} loss={m[0]:.3f} I: {m[1]:.2f}dB {m[2]:.3f}bpp "
                   f"P: {m[3]:.2f}dB {m[4]:.3f}bpp aux={aux.item():.1f}", flush=True)
 
-    save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean)
+    save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean, args.intra_only)
     print(f"done: {step} steps in {time.time() - t0:.0f}s")
 
 
