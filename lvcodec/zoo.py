@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-af134644.safetensors", "af134644bb45ac234b3971230974e3b187cef21c8a0288a029d5cd66e8aabd8b"),
-    "inter": ("inter-bd321b8a.safetensors", "bd321b8a7d5eeabf17a8ef756568ea442b4b04daf08852532e837ead3c49b069"),
+    "intra": ("intra-11f5de27.safetensors", "11f5de273052169e24a07530524e30fde364cccd1eb9847071169b3a4e596044"),
+    "inter": ("inter-0cae2f3b.safetensors", "0cae2f3bed24f4d0e94ef52eda12d1e16ca656c9ffa7677af7a7af78e0d4e833"),
 }
 
 
