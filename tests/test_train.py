@@ -384,9 +384,10 @@ def test_fit_priors_vector_tables_lower_the_bits_of_the_fields_they_are_fitted_t
     assert abs(len(w.flush()) * 8 - est) < 0.03 * est + 64
 
 
-def test_tools_train_intra_only_leaves_the_inter_model_as_shipped(tmp_path):
-    """tools/train.py --intra-only (the CPU sessions' trainer): the intra model learns, the inter model is
-    written back exactly as loaded (its fitted tables included)."""
+@pytest.mark.parametrize("mode,frozen,trained", [("--intra-only", "inter", "intra"), ("--inter-only", "intra", "inter")])
+def test_tools_train_one_model_leaves_the_other_as_shipped(tmp_path, mode, frozen, trained):
+    """tools/train.py --intra-only / --inter-only (the CPU sessions' trainers): one model learns, the other
+    is written back exactly as loaded (its fitted tables included)."""
     from safetensors.torch import load_file
 
     from lvcodec.weights import WEIGHTS_DIR
@@ -400,10 +401,10 @@ def test_tools_train_intra_only_leaves_the_inter_model_as_shipped(tmp_path):
     out = tmp_path / "run"
     subprocess.run([sys.executable, os.path.join(root, "tools", "train.py"), "--data", str(pack), "--init",
                     str(WEIGHTS_DIR), "--out-dir", str(out), "--steps", "2", "--crop", "64", "--batch-img", "2",
-                    "--batch-seq", "2", "--threads", "1", "--intra-only"], check=True, capture_output=True, cwd=root)
-    (shipped_inter,) = glob.glob(str(WEIGHTS_DIR / "inter*.safetensors"))
-    (shipped_intra,) = glob.glob(str(WEIGHTS_DIR / "intra*.safetensors"))
-    a, b = load_file(shipped_inter), load_file(out / "inter.safetensors")
+                    "--batch-seq", "2", "--threads", "1", mode], check=True, capture_output=True, cwd=root)
+    (shipped_frozen,) = glob.glob(str(WEIGHTS_DIR / f"{frozen}*.safetensors"))
+    (shipped_trained,) = glob.glob(str(WEIGHTS_DIR / f"{trained}*.safetensors"))
+    a, b = load_file(shipped_frozen), load_file(out / f"{frozen}.safetensors")
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
-    a, b = load_file(shipped_intra), load_file(out / "intra.safetensors")
+    a, b = load_file(shipped_trained), load_file(out / f"{trained}.safetensors")
     assert not a["g_a.0.weight"].equal(b["g_a.0.weight"])

@@ -14,6 +14,9 @@ Uses CUDA when available (TF32), the CPU otherwise; ``--bf16`` runs the pixel tr
 autocast (the entropy models and hyper-transforms stay fp32; only worth it where the CPU has AMX or AVX512-BF16,
 it warns otherwise). Writes ``intra.safetensors``/``inter.safetensors`` (CDF tables built) and, on
 ``--save-optimizer``, a ``ckpt.pt`` that ``--resume`` continues exactly.
+
+On a CPU, ``--intra-only`` and ``--inter-only`` train one model while the other is kept exactly as loaded;
+two such runs (one thread each) can go side by side and their outputs be combined.
 """
 
 from __future__ import annotations
@@ -67,10 +70,12 @@ def use_bf16(*modules: torch.nn.Module) -> None:
 
 
 def save(out_dir, intra, inter, opt, aux_opt, step, rng, with_optimizer: bool, qmean=None,
-         inter_frozen: bool = False) -> None:
+         inter_frozen: bool = False, intra_frozen: bool = False) -> None:
     """Write intra/inter.safetensors (CDF tables built) and, with ``with_optimizer``, ``ckpt.pt``. A frozen
-    inter model (``--intra-only``) is written as loaded: its fitted tables are not rebuilt."""
-    intra.update(force=True)
+    model (the inter model under ``--intra-only``, the intra model under ``--inter-only``) is written as
+    loaded: its fitted tables are not rebuilt."""
+    if not intra_frozen:
+        intra.update(force=True)
     if not inter_frozen:
         inter.update(force=True)
     meta = {"steps": str(step), "lambdas": ",".join(map(str, LAMBDAS))}
@@ -110,10 +115,18 @@ def main() -> None:
                     help="train the intra model alone (the inter model is saved unchanged): each step codes "
                          "--batch-img photo crops and --batch-seq single frames drawn from the sequences; "
                          "about 6x more I-frames per second on a CPU than the joint step")
+    ap.add_argument("--inter-only", action="store_true",
+                    help="train the inter model alone (the intra model is saved unchanged): no photo crops; each "
+                         "sequence's first frame is coded by the frozen intra model without gradients, the "
+                         "following frames train the inter model on its own decoded references")
     ap.add_argument("--qnorm", action="store_true",
                     help="weigh each quality's loss by the inverse of its running mean, so the low rates are not "
                          "drowned by the high ones (a q8 sample's loss is ~25x a q1 sample's)")
     args = ap.parse_args()
+    if args.intra_only and args.inter_only:
+        ap.error("--intra-only and --inter-only exclude each other")
+    if args.inter_only:
+        args.batch_img = 0
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,12 +150,15 @@ def main() -> None:
         for name, mod in (("intra", intra), ("inter", inter)):
             (path,) = sorted(glob.glob(os.path.join(args.init, f"{name}*.safetensors")))[:1]
             mod.load_state_dict(upgrade_state(mod, load_state(path, None)))
-    trained = list(intra.named_parameters()) + ([] if args.intra_only else list(inter.named_parameters()))
+    trained = (([] if args.inter_only else list(intra.named_parameters()))
+               + ([] if args.intra_only else list(inter.named_parameters())))
     params = [p for n, p in trained if not n.endswith("quantiles")]
     aux_params = [p for n, p in trained if n.endswith("quantiles")]
     opt = torch.optim.Adam(params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=args.aux_lr)
     step = 0
+    if args.inter_only:  # references as the decoder makes them: quantized latents, no noise
+        intra.eval()
     if args.resume:
         ck = torch.load(args.resume, map_location=dev, weights_only=True)
         intra.load_state_dict(upgrade_state(intra, ck["intra"]))
@@ -201,7 +217,8 @@ def main() -> None:
         i = torch.from_numpy(rng.integers(0, img_y.shape[0], args.batch_img)).to(dev)
         oy = int(rng.integers(0, (img_y.shape[1] - c) // 2 + 1)) * 2
         ox = int(rng.integers(0, (img_y.shape[2] - c) // 2 + 1)) * 2
-        xi = to6(img_y[i, oy:oy + c, ox:ox + c], img_uv[i, :, oy // 2:(oy + c) // 2, ox // 2:(ox + c) // 2])
+        xi = to6(img_y[i, oy:oy + c, ox:ox + c], img_uv[i, :, oy // 2:(oy + c) // 2, ox // 2:(ox + c) // 2]) \
+            if args.batch_img else img_y.new_zeros((0, 6, c // 2, c // 2), dtype=torch.float32)
         s = torch.from_numpy(rng.integers(0, seq_y.shape[0], args.batch_seq)).to(dev)
         if args.intra_only:  # one frame of each sequence, any position
             t = torch.from_numpy(rng.integers(0, T, args.batch_seq)).to(dev)
@@ -215,10 +232,11 @@ def main() -> None:
             seq = seq[::-1]
         x_intra = torch.cat((xi, seq[0]), 0)
         q = torch.from_numpy(rng.integers(0, NUM_QUALITIES, x_intra.shape[0])).to(dev)
-        out = intra(x_intra, q)
-        dist = mse_yuv(out["x_hat"], x_intra)
-        rate = bpp(out["likelihoods"], 4 * x_intra.shape[-1] * x_intra.shape[-2])
-        loss_i = weigh(lambdas[q] * 255**2 * dist + rate, q, 0)
+        with torch.set_grad_enabled(not args.inter_only):
+            out = intra(x_intra, q)
+            dist = mse_yuv(out["x_hat"], x_intra)
+            rate = bpp(out["likelihoods"], 4 * x_intra.shape[-1] * x_intra.shape[-2])
+            loss_i = weigh(lambdas[q] * 255**2 * dist + rate, q, 0)
 
         # -- following frames: inter from the decoded previous frame -----------------------------
         qs = q[args.batch_img:]
@@ -243,7 +261,7 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        aux = intra.aux_loss() + (0 if args.intra_only else inter.aux_loss())
+        aux = (0 if args.inter_only else intra.aux_loss()) + (0 if args.intra_only else inter.aux_loss())
         aux_opt.zero_grad(set_to_none=True)
         aux.backward()
         aux_opt.step()
@@ -254,7 +272,8 @@ def main() -> None:
             psnr_p = float("nan") if args.intra_only else (10 * torch.log10((T - 1) / d_p.clamp_min(1e-10))).mean().item()
             stats.append((loss.item(), psnr_i, rate.mean().item(), psnr_p, (r_p / (T - 1)).mean().item()))
         if args.save_every and time.time() - last_save > args.save_every * 60:
-            save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean, args.intra_only)
+            save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean, args.intra_only,
+                 args.inter_only)
             last_save = time.time()
         if step % 200 == 0:
             m = np.mean(stats, 0)
@@ -265,7 +284,8 @@ def main() -> None:
             print(f"step {step} t={row[1]}s lr={lr:g} loss={m[0]:.3f} I: {m[1]:.2f}dB {m[2]:.3f}bpp "
                   f"P: {m[3]:.2f}dB {m[4]:.3f}bpp aux={aux.item():.1f}", flush=True)
 
-    save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean, args.intra_only)
+    save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean, args.intra_only,
+                 args.inter_only)
     print(f"done: {step} steps in {time.time() - t0:.0f}s")
 
 
