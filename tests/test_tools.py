@@ -1,0 +1,38 @@
+"""The research probes in tools/: what they print is what the notes quote, so it must mean what it says."""
+
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tool(name, *args) -> str:
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *map(str, args)], check=True,
+                         capture_output=True, text=True, cwd=ROOT)
+    return out.stdout
+
+
+def test_ceiling_bounds_every_level(clip_path):
+    """tools/ceiling.py: the unquantized luma PSNR is an upper bound, and the levels climb towards it."""
+    line = _tool("ceiling.py", "--levels", clip_path).strip().splitlines()[-1]
+    ceiling = float(line.split(":")[1].split()[0])
+    levels = [(float(b), float(p)) for b, p in re.findall(r"q\d ([\d.]+) ([\d.]+)", line)]
+    assert len(levels) == 8
+    assert all(b1 < b2 and p1 < p2 for (b1, p1), (b2, p2) in zip(levels, levels[1:])), levels
+    assert levels[-1][1] <= ceiling + 0.3
+
+
+def test_residual_probe_layer_trades_rate_for_quality(clip_path):
+    """tools/residual_probe.py: a finer layer costs more bits and gives a better picture; lvc's own bytes
+    are the same whatever the layer on the I-frame (they are coded before it)."""
+    def run(step):
+        last = _tool("residual_probe.py", clip_path, "--no-downscale", "--frames", 2, "--step", step).splitlines()
+        total, lvc, psnr = map(float, re.search(r": ([\d.]+) bpp \(lvc ([\d.]+)\) at PSNR-YUV ([\d.]+)", last[-1]).groups())
+        first_lvc = float(re.search(r"lvc ([\d.]+) bpp", last[0]).group(1))
+        return total, psnr, first_lvc
+
+    coarse, fine = run(32), run(4)
+    assert fine[0] > coarse[0] and fine[1] > coarse[1] + 3, (coarse, fine)
+    assert fine[2] == coarse[2]
