@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-11f5de27.safetensors", "11f5de273052169e24a07530524e30fde364cccd1eb9847071169b3a4e596044"),
-    "inter": ("inter-0cae2f3b.safetensors", "0cae2f3bed24f4d0e94ef52eda12d1e16ca656c9ffa7677af7a7af78e0d4e833"),
+    "intra": ("intra-8b0f1ff1.safetensors", "8b0f1ff1858657ba0a61b839088cca46bda78d60e7f9b2e625e65838c70645a5"),
+    "inter": ("inter-ecbe1c15.safetensors", "ecbe1c152fd1ceab11fc9c8492514230dcb3a97c3478f3925654db40b5862ba4"),
 }
 
 
