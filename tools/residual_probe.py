@@ -25,20 +25,11 @@ import numpy as np
 from scipy.fft import dctn, idctn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from lvcodec.bench.clips import downscale2x  # noqa: E402  (the bench's preprocessing)
 from lvcodec.codec import Encoder, mv_lambda  # noqa: E402
 from lvcodec.frames import Picture, read_pictures, to_tensor  # noqa: E402
 
 LAMBDA_PER_STEP2 = 0.14
-
-
-def downscale2x(pic: Picture) -> Picture:
-    def half(p):
-        h, w = p.shape[0] // 2 * 2, p.shape[1] // 2 * 2
-        return p[:h, :w].reshape(h // 2, 2, w // 2, 2).astype(np.float64).mean((1, 3)).round().astype(np.uint8)
-
-    y = half(pic.y[: pic.height // 4 * 4, : pic.width // 4 * 4])
-    return Picture(y, half(pic.u)[: y.shape[0] // 2, : y.shape[1] // 2],
-                   half(pic.v)[: y.shape[0] // 2, : y.shape[1] // 2], pic.pts)
 
 
 def entropy_bits(symbols: np.ndarray) -> float:

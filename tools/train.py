@@ -217,8 +217,10 @@ def main() -> None:
         i = torch.from_numpy(rng.integers(0, img_y.shape[0], args.batch_img)).to(dev)
         oy = int(rng.integers(0, (img_y.shape[1] - c) // 2 + 1)) * 2
         ox = int(rng.integers(0, (img_y.shape[2] - c) // 2 + 1)) * 2
-        xi = to6(img_y[i, oy:oy + c, ox:ox + c], img_uv[i, :, oy // 2:(oy + c) // 2, ox // 2:(ox + c) // 2]) \
-            if args.batch_img else img_y.new_zeros((0, 6, c // 2, c // 2), dtype=torch.float32)
+        if args.batch_img:
+            xi = to6(img_y[i, oy:oy + c, ox:ox + c], img_uv[i, :, oy // 2:(oy + c) // 2, ox // 2:(ox + c) // 2])
+        else:  # --inter-only: the sequences' first frames alone
+            xi = torch.zeros((0, 6, c // 2, c // 2), device=dev)
         s = torch.from_numpy(rng.integers(0, seq_y.shape[0], args.batch_seq)).to(dev)
         if args.intra_only:  # one frame of each sequence, any position
             t = torch.from_numpy(rng.integers(0, T, args.batch_seq)).to(dev)
@@ -272,8 +274,8 @@ def main() -> None:
             psnr_p = float("nan") if args.intra_only else (10 * torch.log10((T - 1) / d_p.clamp_min(1e-10))).mean().item()
             stats.append((loss.item(), psnr_i, rate.mean().item(), psnr_p, (r_p / (T - 1)).mean().item()))
         if args.save_every and time.time() - last_save > args.save_every * 60:
-            save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean, args.intra_only,
-                 args.inter_only)
+            save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean,
+                 inter_frozen=args.intra_only, intra_frozen=args.inter_only)
             last_save = time.time()
         if step % 200 == 0:
             m = np.mean(stats, 0)
@@ -284,8 +286,8 @@ def main() -> None:
             print(f"step {step} t={row[1]}s lr={lr:g} loss={m[0]:.3f} I: {m[1]:.2f}dB {m[2]:.3f}bpp "
                   f"P: {m[3]:.2f}dB {m[4]:.3f}bpp aux={aux.item():.1f}", flush=True)
 
-    save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean, args.intra_only,
-                 args.inter_only)
+    save(args.out_dir, intra, inter, opt, aux_opt, step, rng, args.save_optimizer, qmean,
+         inter_frozen=args.intra_only, intra_frozen=args.inter_only)
     print(f"done: {step} steps in {time.time() - t0:.0f}s")
 
 
