@@ -38,22 +38,30 @@ def main() -> None:
 @click.option("--intra-offset", type=click.IntRange(0, 255), default=None,
               help="code I-frames this many quality levels above -q (default: the model's; for the default model 2 at "
                    "-q 1, 1 at -q 2..3, else 0)")
+@click.option("--preset", default=None,
+              help="encoder effort, like x264's: for the default model fast, medium (default) or slow; "
+                   "every preset's streams decode alike")
 @click.option("--frames", type=click.IntRange(1), default=None, help="encode at most this many frames")
 @click.option("-y", "--overwrite", is_flag=True, help="overwrite DST if it exists")
 @click.option("--model", default="lvc-hyperprior-v1", show_default=True, help="a registered model (lvc models)")
 @click.option("--quiet", is_flag=True, help="no progress bar or summary")
 @_errors
-def encode(src, dst, quality, keyint, intra_offset, frames, overwrite, model, quiet):
+def encode(src, dst, quality, keyint, intra_offset, preset, frames, overwrite, model, quiet):
     """Encode SRC (any video PyAV reads; - for stdin) to the .lvc file DST (- for stdout)."""
     from .codec import encode as run
     from .registry import model_class
 
-    levels = model_class(model).num_qualities
+    cls = model_class(model)
+    levels = cls.num_qualities
     if quality > levels:
         raise click.BadParameter(f"{quality} is not in the range 1..{levels} of model {model}",
                                  param_hint="'-q' / '--quality'")
+    try:
+        cls.check_preset(preset)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--preset'") from None
     st = run(src, dst, quality=quality, keyint=keyint, overwrite=overwrite, max_frames=frames,
-             progress=not quiet, model=model, intra_offset=intra_offset)
+             progress=not quiet, model=model, intra_offset=intra_offset, preset=preset)
     if st.source_pix_fmt not in ("yuv420p", "yuvj420p"):
         click.echo(f"lvc: note: input is {st.source_pix_fmt}, coded as 8-bit 4:2:0 (yuv420p)", err=True)
     if st.variable_rate:

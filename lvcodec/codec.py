@@ -42,10 +42,11 @@ class Encoder:
     for the last picture encoded."""
 
     def __init__(self, width: int, height: int, quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT,
-                 model: str = DEFAULT_MODEL, intra_offset: int | None = None):
+                 model: str = DEFAULT_MODEL, intra_offset: int | None = None, preset: str | None = None):
         if not isinstance(keyint, int) or not 1 <= keyint <= 65535:
             raise ValueError(f'invalid keyint "{keyint}", should be between 1 and 65535')
-        self.model = load_model(model)
+        # the encoder effort (CodecModel.presets); the stream decodes the same whatever the preset
+        self.model = load_model(model).with_preset(preset)
         self.quality = _check_quality(quality, self.model.num_qualities)
         self.keyint = keyint if self.model.has_inter else 1
         if intra_offset is None:
@@ -236,14 +237,15 @@ def psnr_yuv(a: Picture, b: Picture) -> float:
 def encode_pictures(pictures: Iterable[Picture], fp, width: int, height: int, rate: Fraction,
                     quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT, progress=None,
                     colour: dict | None = None, model: str = DEFAULT_MODEL,
-                    intra_offset: int | None = None) -> EncodeStats:
+                    intra_offset: int | None = None, preset: str | None = None) -> EncodeStats:
     """Encode ``pictures`` to the binary file object ``fp``; return exact sizes and the PSNR.
 
     ``colour`` optionally gives the H.273 colour description written in the header
     (``colour_primaries``, ``transfer_characteristics``, ``matrix_coefficients``, ``full_range``);
     ``model`` names a registered model (:func:`lvcodec.list_models`); ``intra_offset`` overrides its
-    I-frame quality offset (:attr:`Encoder.intra_quality`)."""
-    enc = Encoder(width, height, quality, keyint, model, intra_offset)
+    I-frame quality offset (:attr:`Encoder.intra_quality`); ``preset`` picks the encoder effort among the
+    model's :attr:`~lvcodec.CodecModel.presets` (default: the model's ``default_preset``)."""
+    enc = Encoder(width, height, quality, keyint, model, intra_offset, preset)
     rate = Fraction(rate).limit_denominator(1 << 20)
     w = bs.Writer(fp, enc.header(rate, colour))
     n, psnr_sum, t0 = 0, 0.0, time.perf_counter()
@@ -262,15 +264,16 @@ def encode_pictures(pictures: Iterable[Picture], fp, width: int, height: int, ra
 
 def encode(src: str, dst: str, quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT,
            overwrite: bool = False, max_frames: int | None = None, progress: bool = False,
-           model: str = DEFAULT_MODEL, intra_offset: int | None = None) -> EncodeStats:
+           model: str = DEFAULT_MODEL, intra_offset: int | None = None, preset: str | None = None) -> EncodeStats:
     """Encode the video file ``src`` (anything PyAV reads, ``-`` for stdin) to the ``.lvc`` file ``dst``
     with the registered model ``model``. The output appears only when complete (``-`` writes to stdout)."""
     check_quality(quality, model)
+    model_class(model).check_preset(preset)  # an unknown preset fails before any work
     out = _AtomicOutput(dst, overwrite)  # refuses an existing output before any work
     info, pictures = read_pictures(src, max_frames)
     with out, _bar(progress, "encode") as bar:
         stats = encode_pictures(pictures, out.fp, info.width, info.height, info.rate, quality, keyint, bar,
-                                info.colour, model, intra_offset)
+                                info.colour, model, intra_offset, preset)
     stats.source_pix_fmt = info.pix_fmt
     stats.variable_rate = info.variable_rate
     return stats

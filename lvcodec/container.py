@@ -34,13 +34,14 @@ from .registry import DEFAULT_MODEL
 
 def open(path: str, mode: str = "r", *, width: int | None = None, height: int | None = None,
          rate: Fraction | int | float = 25, quality: int = DEFAULT_QUALITY, keyint: int = DEFAULT_KEYINT,
-         model: str = DEFAULT_MODEL, overwrite: bool = False):
+         model: str = DEFAULT_MODEL, overwrite: bool = False, preset: str | None = None):
     """Open a ``.lvc`` file: ``"r"`` gives an :class:`InputContainer`, ``"w"`` an :class:`OutputContainer`
-    (``width`` and ``height`` may be left out: the first picture sets them)."""
+    (``width`` and ``height`` may be left out: the first picture sets them; ``preset`` is the encoder
+    effort, one of the model's presets)."""
     if mode == "r":
         return InputContainer(path)
     if mode == "w":
-        return OutputContainer(path, width, height, rate, quality, keyint, model, overwrite)
+        return OutputContainer(path, width, height, rate, quality, keyint, model, overwrite, preset)
     raise ValueError(f'invalid mode "{mode}", should be "r" or "w"')
 
 
@@ -114,10 +115,13 @@ class OutputContainer:
     """A ``.lvc`` file open for writing: :meth:`encode` pictures, then :meth:`close` (or use ``with``)."""
 
     def __init__(self, path: str, width: int | None, height: int | None, rate, quality: int, keyint: int,
-                 model: str, overwrite: bool):
+                 model: str, overwrite: bool, preset: str | None = None):
+        from .registry import model_class
+
+        model_class(model).check_preset(preset)  # an unknown preset fails before the file is touched
         self.path = path
         self.rate = Fraction(rate).limit_denominator(1 << 20)
-        self.quality, self.keyint, self.model = quality, keyint, model
+        self.quality, self.keyint, self.model, self.preset = quality, keyint, model, preset
         self._out = _AtomicOutput(path, overwrite)
         self._encoder: Encoder | None = None
         self._writer: bs.Writer | None = None
@@ -128,7 +132,7 @@ class OutputContainer:
         self.frames = 0
 
     def _start(self, width: int, height: int) -> None:
-        self._encoder = Encoder(width, height, self.quality, self.keyint, self.model)
+        self._encoder = Encoder(width, height, self.quality, self.keyint, self.model, preset=self.preset)
         self._out.__enter__()
         self._writer = bs.Writer(self._out.fp, self._encoder.header(self.rate))
         self.size = (width, height)

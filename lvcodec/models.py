@@ -537,18 +537,36 @@ class InterModel(_GainedHyperprior):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, ref: torch.Tensor, q: int, lam: float,
-               blocks: tuple[int, ...] = mvcoding.BLOCK_SIZES, skip: bool = True):
-        """Find the motion and code the picture (:meth:`compress`) once per motion block size of ``blocks``
-        and keep the coding of the lowest actual cost (λ·255²·MSE + real bits per pixel), trying the sizes in
-        increasing order and stopping at the first that costs more than the one before. ``lam`` is the
-        search's smoothness weight for 16x16 blocks (:func:`lvcodec.zoo.mv_lambda`); a block k times larger
-        spreads its vector's bits over k² times the pixels, so it searches with ``lam / k``. Measured on
-        training clips, larger blocks win at low rates and on smooth motion (a 16x16 field costs more than
-        the latent at quality 1), small ones where the motion is detailed. With ``skip``, each block size is
-        also costed without the latent (the prediction as the picture: at low rates the latent often buys
-        less than it costs)."""
+               blocks: tuple[int, ...] = mvcoding.BLOCK_SIZES, skip: bool = True, decide: str = "coded"):
+        """Find the motion and code the picture (:meth:`compress`), choosing the motion block size among
+        ``blocks`` and, with ``skip``, whether to send the latent at all (the prediction as the picture: at
+        low rates the latent often buys less than it costs), by the lowest actual cost (λ·255²·MSE + real
+        bits per pixel). ``lam`` is the search's smoothness weight for 16x16 blocks
+        (:func:`lvcodec.zoo.mv_lambda`); a block k times larger spreads its vector's bits over k² times the
+        pixels, so it searches with ``lam / k``. Measured on training clips, larger blocks win at low rates
+        and on smooth motion, small ones where the motion is detailed.
+
+        ``decide`` says how the block size is chosen:
+
+        - ``"coded"``: the picture is coded once per block size (with and without the latent), in
+          increasing order, stopping at the first size that costs more than the one before;
+        - ``"prediction"``: every size is searched, but only the one whose *prediction* costs least
+          (λ·255²·MSE of the prediction + the vectors' real bits) is coded, with and without the latent:
+          about 1.6x faster, within about 1 % BD-rate of ``"coded"`` (MODEL_CARD.md)."""
         from . import motion
 
+        if decide not in ("coded", "prediction"):
+            raise ValueError(f'unknown block size decision "{decide}" (coded, prediction)')
+        if decide == "prediction":
+            _, mv, pred = min((self._prediction_cost(x, ref, block, q, lam) for block in blocks),
+                              key=lambda t: t[0])
+            cands = [self._code_picture(x, ref, mv, q, exact=True, pred=pred)]
+            if skip:
+                cands.append(self._code_picture(x, ref, mv, q, skip=True, pred=pred))
+            out = min(cands, key=lambda c: coded_cost(c["x_syn"], x, c["strings"][0], q))
+            out["x_hat"] = out.pop("x_syn")  # synthesised exactly (one thread) already
+            del out["y_hat"], out["pred"]
+            return out
         best = None
         for block in blocks:
             mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
@@ -565,6 +583,18 @@ class InterModel(_GainedHyperprior):
         out["x_hat"] = self._reconstruct(out.pop("y_hat"), out.pop("pred"), out["mask"])
         del out["x_syn"]
         return out
+
+    def _prediction_cost(self, x: torch.Tensor, ref: torch.Tensor, block: int, q: int, lam: float):
+        """``(cost, mv, pred)`` of the motion searched with ``block`` x ``block`` blocks: the cost is that of
+        sending the prediction as the picture (λ·255²·MSE of the prediction + the vectors' real bits per
+        pixel; the block size and flag symbols cost the same for every size)."""
+        from . import motion
+
+        mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
+        pred = motion.compensate(ref, mv)
+        w = RansWriter()
+        mvcoding.encode(w, self._vector_tables(q), (mv - motion.mv_prediction(mv))[0].cpu().numpy())
+        return coded_cost(pred, x, w.flush(), q), mv, pred
 
     @torch.no_grad()
     def decompress(self, strings, shape, ref: torch.Tensor, q: int):

@@ -57,6 +57,9 @@ class CodecModel:
     - :meth:`intra_offset` is how many quality levels above the stream's quality the encoder codes
       I-frames by default (a better reference for the whole GOP; such packets carry their quality).
     - :meth:`inter_offset` is the same for each P-frame, by its position in the GOP (default 0).
+    - :attr:`presets` names the encoder effort levels the model offers, fastest first (x264-style
+      ``--preset``), and :meth:`with_preset` returns the model coding at one of them. A preset changes only
+      the encoder's choices: every preset's streams decode alike.
     - Training is the model's own business (e.g. CompressAI-style ``forward`` returning
       ``{"x_hat", "likelihoods"}``); ``lvc train`` knows the built-in models.
     """
@@ -72,6 +75,33 @@ class CodecModel:
     #: names the encoder's choices (search, refinement) for the same weights: change it when they change,
     #: so benchmark results cached for the old encoder are not reused
     encoder_version: str = ""
+    #: encoder effort levels, fastest first, and the one used when none is asked for (``None``: no choice)
+    presets: tuple[str, ...] = ()
+    default_preset: str | None = None
+
+    def with_preset(self, preset: str | None) -> "CodecModel":
+        """This model coding at the encoder effort ``preset`` (one of :attr:`presets`; ``None``: the
+        default). A model with presets overrides :meth:`_configure`; the result may share the weights."""
+        if self.check_preset(preset) in (None, self.default_preset):
+            return self
+        import copy
+
+        other = copy.copy(self)
+        other._configure(preset)
+        return other
+
+    @classmethod
+    def check_preset(cls, preset: str | None) -> str | None:
+        """``preset`` if it is ``None`` or one of :attr:`presets`, else a ValueError naming the ones offered."""
+        if preset is not None and preset not in cls.presets:
+            offered = f"available: {', '.join(cls.presets)}" if cls.presets else "it has none"
+            raise ValueError(f'unknown preset "{preset}" for model {cls.name} ({offered})')
+        return preset
+
+    def _configure(self, preset: str) -> None:
+        """Set this (copied) instance's encoder choices to those of ``preset``."""
+        raise NotImplementedError
+
     def intra_offset(self, quality: int) -> int:
         """Levels above ``quality`` at which the encoder codes I-frames of streams with P-frames (default 0)."""
         return 0

@@ -19,6 +19,12 @@ def mv_lambda(q: int) -> float:
     return 0.25 * 1.9 ** (-(q - 1) / 2)
 
 
+def _encoder_version(decide: str, refine: int) -> str:
+    """Names a preset's encoder choices (benchmark results are cached under it)."""
+    blocks = "stop" if decide == "coded" else "by-prediction"
+    return f"keyframe-refine-{refine}-best+blocks-16-32-64-{blocks}+skip+plane-mask+p-offsets-0-1-1-1"
+
+
 def weights_hash() -> bytes:
     """SHA-256 identifying the shipped weights, written in every stream header: the SHA-256 of the
     concatenated hex SHA-256s of the weight files (intra, inter)."""
@@ -58,10 +64,25 @@ class HyperpriorV1(CodecModel):
     #: gradient steps refining the latent of the I-frames of streams with P-frames (all-intra streams stay
     #: fast); about 2.4 s per 640x368 picture on 2 cores, -2.3 % BD-rate (MODEL_CARD.md)
     KEYFRAME_REFINE_STEPS = 20
-    #: motion block sizes each P-frame is coded with, the cheapest kept (InterModel.encode; any subset of
-    #: mvcoding.BLOCK_SIZES decodes): 16 only is about twice as fast to encode, -15 % BD-rate with all three
+    #: motion block sizes a P-frame may use (InterModel.encode; any subset of mvcoding.BLOCK_SIZES decodes):
+    #: 16 only is about twice as fast to encode, -15 % BD-rate with all three
     MOTION_BLOCKS = (16, 32, 64)
-    encoder_version = "keyframe-refine-20-best+blocks-16-32-64-stop+skip+plane-mask+p-offsets-0-1-1-1"
+    #: encoder effort levels (``lvc encode --preset``): how the block size is chosen (InterModel.encode's
+    #: ``decide``) and the key frames' refinement steps. Measured in MODEL_CARD.md.
+    PRESETS = {
+        "fast": {"decide": "prediction", "refine": 0},
+        "medium": {"decide": "prediction", "refine": KEYFRAME_REFINE_STEPS},
+        "slow": {"decide": "coded", "refine": KEYFRAME_REFINE_STEPS},
+    }
+    presets = tuple(PRESETS)
+    default_preset = "medium"
+    encoder_version = _encoder_version(**PRESETS[default_preset])
+
+    def _configure(self, preset: str) -> None:
+        self.preset = preset
+        self.decide = self.PRESETS[preset]["decide"]
+        self.refine_steps = self.PRESETS[preset]["refine"]
+        self.encoder_version = _encoder_version(**self.PRESETS[preset])
 
     def intra_offset(self, quality: int) -> int:
         return self.INTRA_OFFSETS[quality - 1]
@@ -71,6 +92,7 @@ class HyperpriorV1(CodecModel):
 
     def __init__(self):
         self.intra, self.inter = load_models()
+        self._configure(self.default_preset)
 
     def weights_sha256(self) -> bytes:
         return weights_hash()
@@ -81,15 +103,16 @@ class HyperpriorV1(CodecModel):
 
     def encode_keyframe(self, x, quality: int):
         # the GOP inherits the key frame's quality: refine its latent by gradient steps on the RD cost
-        out = self.intra.compress(x, quality - 1, refine=self.KEYFRAME_REFINE_STEPS)
+        out = self.intra.compress(x, quality - 1, refine=self.refine_steps)
         return out["strings"], out["x_hat"]
 
     def decode_intra(self, substreams, coded_size, quality: int):
         return self.intra.decompress(substreams, (coded_size[0] // 64, coded_size[1] // 64), quality - 1)["x_hat"]
 
     def encode_inter(self, x, ref, quality: int):
-        # motion block size chosen per frame by actual rate and distortion (InterModel.encode)
-        out = self.inter.encode(x, ref, quality - 1, mv_lambda(quality), blocks=self.MOTION_BLOCKS)
+        # motion block size chosen per frame (InterModel.encode), the latent kept or skipped by actual cost
+        out = self.inter.encode(x, ref, quality - 1, mv_lambda(quality), blocks=self.MOTION_BLOCKS,
+                                decide=self.decide)
         return out["strings"], out["x_hat"]
 
     def decode_inter(self, substreams, coded_size, ref, quality: int):

@@ -36,13 +36,13 @@ def noise_pictures(n, width, height, seed=0):
 
 
 
-def encode_stream(pics, quality=4, keyint=32):
+def encode_stream(pics, quality=4, keyint=32, preset=None):
     """(bytes of a .lvc stream, the encoder's reconstructions) for ``pics``, coded frame by frame."""
     import lvcodec
     from lvcodec import bitstream as bs
 
     buf = io.BytesIO()
-    enc = lvcodec.Encoder(pics[0].width, pics[0].height, quality, keyint)
+    enc = lvcodec.Encoder(pics[0].width, pics[0].height, quality, keyint, preset=preset)
     w = bs.Writer(buf, enc.header(Fraction(25)))
     recon = []
     for p in pics:

@@ -101,6 +101,16 @@ def test_bad_quality_is_a_usage_error(run, clip_path, tmp_path):
     assert not (tmp_path / "o.lvc").exists()
 
 
+def test_preset(run, clip_path, tmp_path):
+    out = tmp_path / "o.lvc"
+    r = run("encode", clip_path, out, "--preset", "placebo")
+    assert r.exit_code == 2 and "placebo" in r.stderr and "fast, medium, slow" in r.stderr
+    assert "Traceback" not in r.output and not out.exists()
+    r = run("encode", clip_path, out, "--preset", "fast", "--frames", 3, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert len(list(lvcodec.decode(str(out)))) == 3
+
+
 @pytest.mark.parametrize("damage, code, text", [
     (lambda d: b"JUNK" + d[4:], 3, "bad magic"),
     (lambda d: d[: len(d) // 2], 3, "truncated"),

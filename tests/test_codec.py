@@ -126,6 +126,69 @@ def test_frames_are_coded_at_their_gop_position_quality(clip_pics, tmp_path):
         assert np.array_equal(r.y, d.y) and np.array_equal(r.u, d.u)
 
 
+@pytest.mark.parametrize("preset", ["fast", "slow"])
+def test_every_preset_decodes_exactly(preset, clip_pics, tmp_path):
+    """The presets change only the encoder's choices: each one's stream decodes to its reconstruction."""
+    data, recon = encode_stream(clip_pics[:5], quality=3, keyint=4, preset=preset)
+    decoded = decode_stream(data, tmp_path)
+    assert len(decoded) == 5
+    for r, d in zip(recon, decoded):
+        assert np.array_equal(r.y, d.y) and np.array_equal(r.u, d.u) and np.array_equal(r.v, d.v)
+
+
+def test_presets_differ_only_in_the_encoders_choices(monkeypatch):
+    from lvcodec.models import InterModel
+    from lvcodec.registry import load_model
+
+    model = load_model()
+    assert model.presets == ("fast", "medium", "slow") and model.with_preset(None) is model
+    fast, slow = model.with_preset("fast"), model.with_preset("slow")
+    assert fast.inter is model.inter and slow.intra is model.intra  # the weights are shared
+    assert (fast.refine_steps, slow.refine_steps) == (0, model.refine_steps) and model.refine_steps > 0
+    assert len({fast.encoder_version, model.encoder_version, slow.encoder_version}) == 3
+    assert model.preset == "medium"  # making the others left the shared default as it was
+
+    seen = []
+    encode = InterModel.encode
+    monkeypatch.setattr(InterModel, "encode", lambda self, *a, **k: seen.append(k["decide"]) or encode(self, *a, **k))
+    pics = demo_clip(2, 64, 64)
+    for preset in ("slow", None):
+        encode_stream(pics, preset=preset)
+    assert seen == ["coded", "prediction"]
+
+
+def test_an_unknown_preset_is_refused(clip_path, tmp_path):
+    with pytest.raises(ValueError, match='unknown preset "placebo".*fast, medium, slow'):
+        Encoder(64, 64, preset="placebo")
+    with pytest.raises(ValueError, match="placebo"):
+        lvcodec.encode(clip_path, str(tmp_path / "o.lvc"), preset="placebo")
+    with pytest.raises(ValueError, match="placebo"):
+        lvcodec.open(str(tmp_path / "p.lvc"), "w", preset="placebo")
+    assert not list(tmp_path.iterdir())
+
+
+def test_prediction_decided_block_size_is_the_cheapest_prediction():
+    """decide="prediction" codes the motion block size whose prediction alone costs least, and only it."""
+    import torch
+
+    from lvcodec.frames import to_tensor
+    from lvcodec.models import NUM_QUALITIES
+    from lvcodec.zoo import load_models, mv_lambda
+
+    inter = load_models()[1]
+    pics = demo_clip(2, 128, 128)
+    x, ref = (to_tensor(p, 64) for p in pics)
+    for q in (0, NUM_QUALITIES - 1):
+        lam = mv_lambda(q + 1)
+        costs = {b: inter._prediction_cost(x, ref, b, q, lam)[0] for b in (16, 32, 64)}
+        out = inter.encode(x, ref, q, lam, decide="prediction")
+        assert 2 * x.shape[-1] // out["mv"].shape[-1] == min(costs, key=costs.get)
+        dec = inter.decompress(out["strings"], out["shape"], ref, q)["x_hat"]
+        assert torch.equal(dec, out["x_hat"])
+    with pytest.raises(ValueError, match="unknown block size decision"):
+        inter.encode(x, ref, 0, 0.1, decide="exhaustive")
+
+
 def test_a_still_picture_costs_little_after_its_i_frame():
     """Nothing moves: at the lowest quality the vector priors make each P-frame a few dozen bytes."""
     pic = demo_clip(1, 256, 192)[0]

@@ -12,6 +12,7 @@ from compressai.entropy_models import GaussianConditional
 from lvcodec import intnet
 from lvcodec import models as lvmodels
 from lvcodec.codec import load_models
+from lvcodec.registry import load_model
 from lvcodec.demo import demo_clip
 from lvcodec.zoo import HyperpriorV1
 
@@ -124,7 +125,7 @@ def _perturb_float_path(monkeypatch, models, z_inputs):
 def test_ulp_noise_on_the_float_path_changes_no_entropy_parameter(pics, tmp_path, monkeypatch):
     # one coding per picture (no refinement or block size candidates), so the encoder's records pair with
     # the decoder's
-    monkeypatch.setattr(HyperpriorV1, "KEYFRAME_REFINE_STEPS", 0)
+    monkeypatch.setattr(load_model(), "refine_steps", 0)
     monkeypatch.setattr(HyperpriorV1, "MOTION_BLOCKS", (32,))
     models = load_models()
     data, recon = encode_stream(pics[:4], keyint=3)

@@ -27,6 +27,10 @@ from compressai.entropy_models import EntropyBottleneck
 
 from .. import motion, mvcoding
 from ..codec import mv_lambda
+from ..zoo import HyperpriorV1
+
+#: how ``lvc encode``'s default preset chooses the block size: the fitted tables price what it codes
+DEFAULT_DECIDE = HyperpriorV1.PRESETS[HyperpriorV1.default_preset]["decide"]
 from ..frames import quantize8, to_tensor
 from ..models import NUM_QUALITIES, InterModel, IntraModel
 from ..zoo import HyperpriorV1
@@ -65,7 +69,7 @@ def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=Hyperprio
         for q in range(NUM_QUALITIES):
             ref = quantize8(intra.compress(xs[0], min(q + intra_offsets[q], NUM_QUALITIES - 1))["x_hat"])
             for x in xs[1:]:
-                coded = inter.encode(x, ref, q, mv_lambda(q + 1))
+                coded = inter.encode(x, ref, q, mv_lambda(q + 1), decide=DEFAULT_DECIDE)
                 mv = coded["mv"]
                 out["mv"][q].append((mv - motion.mv_prediction(mv))[0])
                 pred = motion.compensate(ref, mv)
