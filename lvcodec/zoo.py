@@ -21,7 +21,7 @@ def mv_lambda(q: int) -> float:
 
 def _encoder_version(decide: str, refine: int) -> str:
     """Names a preset's encoder choices (benchmark results are cached under it)."""
-    blocks = "stop" if decide == "coded" else "by-prediction"
+    blocks = "stop" if decide == "coded" else "by-estimate"
     return f"keyframe-refine-{refine}-best+blocks-16-32-64-{blocks}+skip+plane-mask+p-offsets-0-1-1-1"
 
 
@@ -70,8 +70,8 @@ class HyperpriorV1(CodecModel):
     #: encoder effort levels (``lvc encode --preset``): how the block size is chosen (InterModel.encode's
     #: ``decide``) and the key frames' refinement steps. Measured in MODEL_CARD.md.
     PRESETS = {
-        "fast": {"decide": "prediction", "refine": 0},
-        "medium": {"decide": "prediction", "refine": KEYFRAME_REFINE_STEPS},
+        "fast": {"decide": "estimate", "refine": 0},
+        "medium": {"decide": "estimate", "refine": KEYFRAME_REFINE_STEPS},
         "slow": {"decide": "coded", "refine": KEYFRAME_REFINE_STEPS},
     }
     presets = tuple(PRESETS)

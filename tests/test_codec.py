@@ -154,7 +154,7 @@ def test_presets_differ_only_in_the_encoders_choices(monkeypatch):
     pics = demo_clip(2, 64, 64)
     for preset in ("slow", None):
         encode_stream(pics, preset=preset)
-    assert seen == ["coded", "prediction"]
+    assert seen == ["coded", "estimate"]
 
 
 def test_an_unknown_preset_is_refused(clip_path, tmp_path):
@@ -167,22 +167,32 @@ def test_an_unknown_preset_is_refused(clip_path, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_prediction_decided_block_size_is_the_cheapest_prediction():
-    """decide="prediction" codes the motion block size whose prediction alone costs least, and only it."""
+def test_estimated_block_size_codes_what_the_estimates_pick(monkeypatch):
+    """decide="estimate" codes the latent once, at the block size the estimates pick, the prediction alone
+    at the one of the cheapest prediction, and decodes exactly."""
     import torch
 
     from lvcodec.frames import to_tensor
-    from lvcodec.models import NUM_QUALITIES
+    from lvcodec.models import ESTIMATE_PREDICTION_WEIGHT, NUM_QUALITIES, InterModel
     from lvcodec.zoo import load_models, mv_lambda
 
     inter = load_models()[1]
     pics = demo_clip(2, 128, 128)
     x, ref = (to_tensor(p, 64) for p in pics)
+    coded = []
+    code = InterModel._code_picture
+    monkeypatch.setattr(InterModel, "_code_picture", lambda self, x, ref, mv, q, skip=False, **k: coded.append(
+        (2 * x.shape[-1] // mv.shape[-1], skip)) or code(self, x, ref, mv, q, skip, **k))
     for q in (0, NUM_QUALITIES - 1):
         lam = mv_lambda(q + 1)
-        costs = {b: inter._prediction_cost(x, ref, b, q, lam)[0] for b in (16, 32, 64)}
-        out = inter.encode(x, ref, q, lam, decide="prediction")
-        assert 2 * x.shape[-1] // out["mv"].shape[-1] == min(costs, key=costs.get)
+        est = {b: inter._estimate(x, ref, b, q, lam) for b in (16, 32, 64)}
+        assert all(0 < e["mv_bits"] < e["bits"] and 0 < e["pred_distortion"] for e in est.values())
+        latent = min(est, key=lambda b: est[b]["bits"] + ESTIMATE_PREDICTION_WEIGHT * est[b]["pred_distortion"])
+        alone = min(est, key=lambda b: est[b]["pred_distortion"] + est[b]["mv_bits"])
+        coded.clear()
+        out = inter.encode(x, ref, q, lam, decide="estimate")
+        assert coded == [(latent, False), (alone, True)]
+        assert 2 * x.shape[-1] // out["mv"].shape[-1] == (alone if out["skip"] else latent)
         dec = inter.decompress(out["strings"], out["shape"], ref, q)["x_hat"]
         assert torch.equal(dec, out["x_hat"])
     with pytest.raises(ValueError, match="unknown block size decision"):
