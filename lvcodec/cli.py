@@ -39,7 +39,7 @@ def main() -> None:
               help="code I-frames this many quality levels above -q (default: the model's; for the default model 2 at "
                    "-q 1, 1 at -q 2..3, else 0)")
 @click.option("--preset", default=None,
-              help="encoder effort, like x264's: for the default model fast, medium (default) or slow; "
+              help="encoder effort, like x264's: for the default model faster, fast or medium (default); "
                    "every preset's streams decode alike")
 @click.option("--frames", type=click.IntRange(1), default=None, help="encode at most this many frames")
 @click.option("-y", "--overwrite", is_flag=True, help="overwrite DST if it exists")

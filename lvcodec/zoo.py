@@ -70,9 +70,9 @@ class HyperpriorV1(CodecModel):
     #: encoder effort levels (``lvc encode --preset``): how the block size is chosen (InterModel.encode's
     #: ``decide``) and the key frames' refinement steps. Measured in MODEL_CARD.md.
     PRESETS = {
-        "fast": {"decide": "estimate", "refine": 0},
-        "medium": {"decide": "estimate", "refine": KEYFRAME_REFINE_STEPS},
-        "slow": {"decide": "coded", "refine": KEYFRAME_REFINE_STEPS},
+        "faster": {"decide": "estimate", "refine": 0},
+        "fast": {"decide": "estimate", "refine": KEYFRAME_REFINE_STEPS},
+        "medium": {"decide": "coded", "refine": KEYFRAME_REFINE_STEPS},
     }
     presets = tuple(PRESETS)
     default_preset = "medium"

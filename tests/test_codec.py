@@ -126,7 +126,7 @@ def test_frames_are_coded_at_their_gop_position_quality(clip_pics, tmp_path):
         assert np.array_equal(r.y, d.y) and np.array_equal(r.u, d.u)
 
 
-@pytest.mark.parametrize("preset", ["fast", "slow"])
+@pytest.mark.parametrize("preset", ["faster", "fast"])
 def test_every_preset_decodes_exactly(preset, clip_pics, tmp_path):
     """The presets change only the encoder's choices: each one's stream decodes to its reconstruction."""
     data, recon = encode_stream(clip_pics[:5], quality=3, keyint=4, preset=preset)
@@ -141,24 +141,24 @@ def test_presets_differ_only_in_the_encoders_choices(monkeypatch):
     from lvcodec.registry import load_model
 
     model = load_model()
-    assert model.presets == ("fast", "medium", "slow") and model.with_preset(None) is model
-    fast, slow = model.with_preset("fast"), model.with_preset("slow")
-    assert fast.inter is model.inter and slow.intra is model.intra  # the weights are shared
-    assert (fast.refine_steps, slow.refine_steps) == (0, model.refine_steps) and model.refine_steps > 0
-    assert len({fast.encoder_version, model.encoder_version, slow.encoder_version}) == 3
+    assert model.presets == ("faster", "fast", "medium") and model.with_preset(None) is model
+    faster, fast = model.with_preset("faster"), model.with_preset("fast")
+    assert faster.inter is model.inter and fast.intra is model.intra  # the weights are shared
+    assert (faster.refine_steps, fast.refine_steps) == (0, model.refine_steps) and model.refine_steps > 0
+    assert len({faster.encoder_version, model.encoder_version, fast.encoder_version}) == 3
     assert model.preset == "medium"  # making the others left the shared default as it was
 
     seen = []
     encode = InterModel.encode
     monkeypatch.setattr(InterModel, "encode", lambda self, *a, **k: seen.append(k["decide"]) or encode(self, *a, **k))
     pics = demo_clip(2, 64, 64)
-    for preset in ("slow", None):
+    for preset in (None, "fast"):
         encode_stream(pics, preset=preset)
     assert seen == ["coded", "estimate"]
 
 
 def test_an_unknown_preset_is_refused(clip_path, tmp_path):
-    with pytest.raises(ValueError, match='unknown preset "placebo".*fast, medium, slow'):
+    with pytest.raises(ValueError, match='unknown preset "placebo".*faster, fast, medium'):
         Encoder(64, 64, preset="placebo")
     with pytest.raises(ValueError, match="placebo"):
         lvcodec.encode(clip_path, str(tmp_path / "o.lvc"), preset="placebo")
