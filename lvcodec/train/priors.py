@@ -27,15 +27,13 @@ from compressai.entropy_models import EntropyBottleneck
 
 from .. import motion, mvcoding
 from ..codec import mv_lambda
-from ..zoo import HyperpriorV1
-
-#: how ``lvc encode``'s default preset chooses the block size: the fitted tables price what it codes
-DEFAULT_DECIDE = HyperpriorV1.PRESETS[HyperpriorV1.default_preset]["decide"]
 from ..frames import quantize8, to_tensor
 from ..models import NUM_QUALITIES, InterModel, IntraModel
 from ..zoo import HyperpriorV1
 
 PRIORS = ("intra_z", "inter_z", "mv")
+#: how ``lvc encode``'s default preset chooses the block size: the fitted tables price what it codes
+DEFAULT_DECIDE = HyperpriorV1.PRESETS[HyperpriorV1.default_preset]["decide"]
 
 
 def z_symbols(model, y: torch.Tensor, q: int) -> torch.Tensor:
