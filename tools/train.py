@@ -138,7 +138,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    d = np.load(args.data)
+    from pack_data import load_pack  # tools/ is on sys.path as the script's own folder
+
+    d = load_pack(args.data)
     img_y = torch.from_numpy(d["img_y"]).to(dev)
     img_uv = torch.from_numpy(d["img_uv"]).to(dev)
     seq_y = torch.from_numpy(d["seq_y"]).to(dev)
