@@ -32,6 +32,12 @@ def pics128():
     return demo_clip(4, 128, 128)
 
 
+@pytest.fixture(scope="module")
+def pics_tall():
+    """Tall enough (16 latent rows) that the pixel synthesis runs in two bands."""
+    return demo_clip(3, 64, 16 * 4 * lvmodels.BAND_HALO)
+
+
 @pytest.fixture
 def threads():
     """Set the torch thread count inside a test; restored afterwards."""
@@ -63,6 +69,32 @@ def test_decoding_with_another_thread_count_is_bit_identical(pics128, tmp_path, 
     data, recon = encode_stream(pics128, keyint=3)  # I P P I
     threads(dec_threads)
     assert _same_pictures(decode_stream(data, tmp_path), recon)
+
+
+@pytest.mark.parametrize("enc_threads, dec_threads", [(1, 2), (2, 1)])
+def test_banded_decoding_with_another_thread_count_is_bit_identical(pics_tall, tmp_path, threads, enc_threads,
+                                                                    dec_threads):
+    threads(enc_threads)
+    data, recon = encode_stream(pics_tall, keyint=2)  # I P I
+    threads(dec_threads)
+    assert _same_pictures(decode_stream(data, tmp_path), recon)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_banded_synthesis_is_the_whole_picture_synthesis(threads, n):
+    """The two bands, each with its halo, give exactly the rows of one pass over the whole picture."""
+    model = load_model()
+    g = torch.Generator().manual_seed(n)
+    rows = 4 * lvmodels.BAND_HALO + 1  # odd: the bands differ in height
+    y = torch.round(torch.randn((1, 128, rows, 6), generator=g) * 3)
+    pred = torch.rand((1, 6, 8 * rows, 48), generator=g)
+    threads(1)
+    with torch.no_grad():
+        whole = (model.intra.g_s(y), model.inter._synth(y, pred))
+        threads(n)
+        banded = (lvmodels.synthesize(model.intra.g_s, y), lvmodels.synthesize(model.inter._synth, y, pred))
+    assert all(torch.equal(a, b) for a, b in zip(whole, banded))
+    assert torch.get_num_threads() == n  # restored
 
 
 # -- the floating-point path perturbed ----------------------------------------------------------------
