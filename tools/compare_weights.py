@@ -55,6 +55,7 @@ def register(name: str, model_id: int, folder: str) -> None:
             intra.load_state_dict(load_state(intra_path, None))
             inter.load_state_dict(load_state(inter_path, None))
             self.intra, self.inter = intra.eval(), inter.eval()
+            self._configure(self.default_preset)
 
         def weights_sha256(self) -> bytes:
             return digest
