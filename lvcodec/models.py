@@ -556,16 +556,15 @@ class InterModel(_GainedHyperprior):
         read off the shape of ``mv``): ``strings`` is ``[stream]``, one rANS stream holding the block size,
         the latent flag, the vector residuals, then (unless ``skip``) ẑ, ŷ and the plane mask; ``x_hat`` is
         exactly what :meth:`decompress` returns."""
-        out = self._code_picture(x, ref, mv, q, skip, exact=True)
+        out = self._code_picture(x, ref, mv, q, skip)
         out["x_hat"] = out.pop("x_syn")
         del out["y_hat"], out["pred"]
         return out
 
-    def _code_picture(self, x, ref, mv, q, skip: bool = False, exact: bool = False, pred=None):
+    def _code_picture(self, x, ref, mv, q, skip: bool = False, pred=None):
         """Code the picture with the vectors ``mv``; without the latent when ``skip``. Each plane whose
         synthesis is further from ``x`` than the prediction is sent as the prediction (the plane mask).
-        ``x_syn`` is the decoded picture, exact with ``exact``, else synthesised on all threads (within
-        ulps of it: enough to compare costs)."""
+        ``x_syn`` is the decoded picture, synthesised exactly as the decoder does."""
         from . import motion
 
         w = RansWriter()
@@ -576,7 +575,7 @@ class InterModel(_GainedHyperprior):
         y_hat, mask, x_syn = None, mvcoding.ALL_PLANES, pred
         if not skip:
             y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q)
-            x_syn = self._reconstruct(y_hat, pred) if exact else self._synth(y_hat, pred)
+            x_syn = self._reconstruct(y_hat, pred)
             mask = _plane_mask(x_syn, pred, x)
             mvcoding.encode_plane_mask(w, mask)
             x_syn = _compose(x_syn, pred, mask)
@@ -614,11 +613,11 @@ class InterModel(_GainedHyperprior):
             est = [self._estimate(x, ref, block, q, lam) for block in blocks]
             by_pred = min(est, key=lambda e: e["pred_distortion"] + e["mv_bits"])
             by_latent = min(est, key=lambda e: e["bits"] + ESTIMATE_PREDICTION_WEIGHT * e["pred_distortion"])
-            cands = [self._code_picture(x, ref, by_latent["mv"], q, exact=True, pred=by_latent["pred"])]
+            cands = [self._code_picture(x, ref, by_latent["mv"], q, pred=by_latent["pred"])]
             if skip:
                 cands.append(self._code_picture(x, ref, by_pred["mv"], q, skip=True, pred=by_pred["pred"]))
             out = min(cands, key=lambda c: coded_cost(c["x_syn"], x, c["strings"][0], q))
-            out["x_hat"] = out.pop("x_syn")  # synthesised exactly (one thread) already
+            out["x_hat"] = out.pop("x_syn")  # synthesised as the decoder does already
             del out["y_hat"], out["pred"]
             return out
         best = None
@@ -633,9 +632,10 @@ class InterModel(_GainedHyperprior):
                 break  # the cost falls then rises with the block size: a larger block will not win either
             best = (cost, out)
         out = best[1]
-        # only the chosen coding runs the decoder's exact (one-thread) synthesis
-        out["x_hat"] = self._reconstruct(out.pop("y_hat"), out.pop("pred"), out["mask"])
-        del out["x_syn"]
+        # every candidate was synthesised as the decoder does (in bands, as fast as one pass on all
+        # threads), so the chosen one needs no second synthesis
+        out["x_hat"] = out.pop("x_syn")
+        del out["y_hat"], out["pred"]
         return out
 
     def _estimate(self, x: torch.Tensor, ref: torch.Tensor, block: int, q: int, lam: float) -> dict:
