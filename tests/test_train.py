@@ -195,6 +195,34 @@ def test_packed_training_set(tmp_path):
     assert len(ts.held_out_clips(8, 64, 4)) == 2 and len(ts.held_out_images(64, 4)) == 2
 
 
+def test_jpeg_packed_training_set(tmp_path):
+    """A pack whose planes are JPEG mosaics (``tools/pack_data.py --jpeg``) loads as the same arrays, within
+    the JPEG's error, and a damaged one is a one-line InputError."""
+    from lvcodec.errors import InputError
+    from lvcodec.train.config import DataConfig
+    from lvcodec.train.data import TrainingSet, jpeg_encode, read_pack
+
+    rng = np.random.default_rng(0)
+    smooth = lambda *shape: np.clip(np.cumsum(rng.integers(-3, 4, shape), -1) + 128, 0, 255).astype(np.uint8)
+    arrays = dict(seq_y=smooth(10, 3, 64, 64), seq_uv=smooth(10, 3, 2, 32, 32), img_y=smooth(10, 80, 80),
+                  img_uv=smooth(10, 2, 40, 40))
+    packed = {f"{k}.{part}": v for k, a in arrays.items() for part, v in jpeg_encode(a, 95).items()}
+    path = tmp_path / "train.npz"
+    np.savez(path, **packed)
+    assert path.stat().st_size < sum(a.nbytes for a in arrays.values()) / 2
+    back = read_pack(str(path))
+    for k, a in arrays.items():
+        assert back[k].shape == a.shape and back[k].dtype == np.uint8
+        assert np.abs(back[k].astype(int) - a).mean() < 2, k
+    ts = TrainingSet(DataConfig(packed=str(path), crop=64, holdout=0.2))
+    assert ts.n_image_sources == ts.n_sequence_sources == 8
+
+    packed["img_y.jpg"] = packed["img_y.jpg"][:100]  # truncated
+    np.savez(path, **packed)
+    with pytest.raises(InputError, match="not a packed training set"):
+        TrainingSet(DataConfig(packed=str(path), crop=64, holdout=0.2))
+
+
 def test_bf16_autocast_keeps_entropy_models_fp32():
     import torch
 

@@ -9,8 +9,8 @@ The result is one ``.npz`` small enough to travel to a lent GPU machine (the dev
 
 With ``--jpeg Q`` each array is stored instead as grayscale JPEG mosaics of its planes (quality Q; about
 4-5x smaller than raw at Q=95, whose error of ~45 dB is far below the codec's operating range), so that a
-larger set fits in what travels to a GPU machine; ``load_pack`` (which ``tools/train.py`` uses) decodes
-either form to the same arrays.
+larger set fits in what travels to a GPU machine; ``lvcodec.train.data.read_pack`` (which
+``tools/train.py`` and ``lvc train`` use) decodes either form to the same arrays.
 
 Video wider than 600 pixels is downscaled 2x with an area filter first, which washes out most of the
 H.264 artefacts of the sources. The benchmark clips (``bench/``) are never read.
@@ -22,49 +22,13 @@ from __future__ import annotations
 
 import argparse
 import glob
-import io
 import os
+import sys
 
 import numpy as np
-from PIL import Image
 
-# JPEG's height cap: a mosaic stacks as many planes as fit (the planes are multiples of 8 high, so no DCT
-# block straddles two planes)
-_MOSAIC_PIXELS_HIGH = 65535
-
-
-def _jpeg_encode(a: np.ndarray, quality: int) -> dict:
-    """uint8 array (..., H, W) -> {"jpg": concatenated JPEG mosaics, "off": offsets, "shape": shape}."""
-    planes = a.reshape(-1, *a.shape[-2:])
-    per = _MOSAIC_PIXELS_HIGH // a.shape[-2]
-    chunks = []
-    for i in range(0, len(planes), per):
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(planes[i:i + per]).reshape(-1, a.shape[-1])).save(
-            buf, format="JPEG", quality=quality)
-        chunks.append(np.frombuffer(buf.getvalue(), np.uint8))
-    off = np.cumsum([0] + [len(c) for c in chunks])
-    return {"jpg": np.concatenate(chunks), "off": off, "shape": np.array(a.shape)}
-
-
-def _jpeg_decode(jpg: np.ndarray, off: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    mosaics = [np.asarray(Image.open(io.BytesIO(jpg[off[i]:off[i + 1]].tobytes())).convert("L"))
-               for i in range(len(off) - 1)]
-    return np.concatenate(mosaics).reshape(tuple(int(v) for v in shape))
-
-
-def load_pack(path: str) -> dict:
-    """The arrays of a pack written by this tool, raw or ``--jpeg`` (decoded)."""
-    out = {}
-    with np.load(path) as z:
-        for k in z.files:
-            if k.endswith(".jpg"):
-                name = k[: -len(".jpg")]
-                out[name] = _jpeg_decode(z[k], z[name + ".off"], z[name + ".shape"])
-            elif not k.endswith((".off", ".shape")):
-                out[k] = z[k]
-    return out
-
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from lvcodec.train.data import jpeg_decode, jpeg_encode  # noqa: E402
 
 def _area2(p: np.ndarray) -> np.ndarray:
     h, w = p.shape[0] // 2 * 2, p.shape[1] // 2 * 2
@@ -182,9 +146,9 @@ def main() -> None:
     if args.jpeg:
         packed = {}
         for k, a in arrays.items():
-            for part, v in _jpeg_encode(a, args.jpeg).items():
+            for part, v in jpeg_encode(a, args.jpeg).items():
                 packed[f"{k}.{part}"] = v
-            back = _jpeg_decode(packed[f"{k}.jpg"], packed[f"{k}.off"], packed[f"{k}.shape"]).astype(np.float64)
+            back = jpeg_decode(packed[f"{k}.jpg"], packed[f"{k}.off"], packed[f"{k}.shape"]).astype(np.float64)
             mse = np.mean((back - a) ** 2)
             print(f"{k}: {a.size / 2**20:.1f} MiB raw, {packed[f'{k}.jpg'].size / 2**20:.1f} MiB JPEG, "
                   f"{10 * np.log10(255**2 / max(mse, 1e-10)):.1f} dB")

@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lvcodec import motion  # noqa: E402
 from lvcodec.codec import mv_lambda  # noqa: E402
 from lvcodec.frames import hflip_layout  # noqa: E402
+from lvcodec.train.data import read_pack  # noqa: E402
 from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel, mse_yuv, upgrade_state  # noqa: E402
 from lvcodec.weights import load_state, save_state  # noqa: E402
 
@@ -138,9 +139,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    from pack_data import load_pack  # tools/ is on sys.path as the script's own folder
-
-    d = load_pack(args.data)
+    d = read_pack(args.data)
     img_y = torch.from_numpy(d["img_y"]).to(dev)
     img_uv = torch.from_numpy(d["img_uv"]).to(dev)
     seq_y = torch.from_numpy(d["seq_y"]).to(dev)

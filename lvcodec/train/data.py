@@ -447,13 +447,58 @@ class _Packed:
                 for i in range(first, first + min(count, self.n_held_img))]
 
 
+# JPEG's height cap: a mosaic stacks as many planes as fit (the planes are multiples of 8 high, so no DCT
+# block straddles two planes)
+_JPEG_MAX_HEIGHT = 65535
+
+
+def jpeg_encode(a: np.ndarray, quality: int) -> dict:
+    """uint8 array (..., H, W) -> {"jpg": concatenated JPEG mosaics, "off": offsets, "shape": shape}."""
+    import io
+
+    from PIL import Image
+
+    planes = a.reshape(-1, *a.shape[-2:])
+    per = _JPEG_MAX_HEIGHT // a.shape[-2]
+    chunks = []
+    for i in range(0, len(planes), per):
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(planes[i:i + per]).reshape(-1, a.shape[-1])).save(
+            buf, format="JPEG", quality=quality)
+        chunks.append(np.frombuffer(buf.getvalue(), np.uint8))
+    off = np.cumsum([0] + [len(c) for c in chunks])
+    return {"jpg": np.concatenate(chunks), "off": off, "shape": np.array(a.shape)}
+
+
+def jpeg_decode(jpg: np.ndarray, off: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    mosaics = [np.asarray(Image.open(io.BytesIO(jpg[off[i]:off[i + 1]].tobytes())).convert("L"))
+               for i in range(len(off) - 1)]
+    return np.concatenate(mosaics).reshape(tuple(int(v) for v in shape))
+
+
+def read_pack(path: str) -> dict[str, np.ndarray]:
+    """The arrays of a pack written by ``tools/pack_data.py``, raw or ``--jpeg`` (decoded)."""
+    out = {}
+    with np.load(path) as z:
+        for k in z.files:
+            if k.endswith(".jpg"):
+                name = k[: -len(".jpg")]
+                out[name] = jpeg_decode(z[k], z[name + ".off"], z[name + ".shape"])
+            elif not k.endswith((".off", ".shape")):
+                out[k] = z[k]
+    return out
+
+
 def _load_packed(path: str, crop_size: int, holdout: float) -> _Packed:
     try:
-        with np.load(path) as z:
-            d = {k: z[k] for k in ("seq_y", "seq_uv", "img_y", "img_uv") if k in z.files}
+        d = {k: v for k, v in read_pack(path).items() if k in ("seq_y", "seq_uv", "img_y", "img_uv")}
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:
         raise InputError(f"{path}: not a packed training set ({e})") from None
     ok = (("seq_y" in d) == ("seq_uv" in d) and ("img_y" in d) == ("img_uv" in d) and d
           and all(a.dtype == np.uint8 for a in d.values())
