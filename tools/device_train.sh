@@ -9,6 +9,13 @@
 # Each call ends by copying the latest intra/inter.safetensors and logs to $OUT, so a lost machine loses at
 # most one save interval. PyAV is not on the machine and training does not need it: a stub stands in.
 # Extra arguments after the seconds go to tools/train.py (start only).
+#
+# Measured (session 13, H100): 3.2 steps/s at these batch sizes, GPU 36-52 % busy (the step is Python- and
+# launch-bound: batch more per step rather than expect more steps). Its 21-minute run from the shipped
+# weights (3 972 steps) was NOT shipped: the unquantized intra ceiling rose (bikes 42.2 -> 44.2 dB) but
+# both models spent more bits at low rates (BD-rate bikes +16 %, bedroom +7 %, carphone -6 %). Suspects:
+# lr 1e-4 too high for weights this far along, and JPEG noise that differs from frame to frame of a
+# sequence, which the P-frame model learns to pay for; try a lower lr and sequences at --jpeg 98 or raw.
 set -u
 [ -d /tmp/site/google_crc32c ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
     --upgrade --target /tmp/site .whl/*.whl || exit 1
