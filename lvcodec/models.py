@@ -31,8 +31,8 @@ synthesis would be further from the source (the plane mask): both chosen by actu
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -412,19 +412,15 @@ def _one_thread(x: torch.Tensor):
 # intra-op thread (so the result still does not depend on the thread count: the split depends only on
 # the picture's size). Each band is computed with BAND_HALO latent rows of the other band around the cut:
 # the synthesis (g_s, then fuse for P-frames) sees at most 3.2 latent rows either side, so every kept row
-# is the one a whole-picture synthesis computes (tests/test_codec.py checks it is bit-identical here).
+# is the one a whole-picture synthesis computes (tests/test_determinism.py checks it is bit-identical here).
 BAND_HALO = 4
 _LAYOUT_PER_LATENT = 8  # rows of the 6-channel layout per latent row (three stride-2 stages)
-_band_pool: ThreadPoolExecutor | None = None
-_band_pool_lock = threading.Lock()
 
 
+@functools.cache
 def _pool() -> ThreadPoolExecutor:
-    global _band_pool
-    with _band_pool_lock:
-        if _band_pool is None:
-            _band_pool = ThreadPoolExecutor(1, thread_name_prefix="lvc-band")
-        return _band_pool
+    """The worker that computes the bottom band (made on first use)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="lvc-band")
 
 
 def synthesize(fn, y_hat: torch.Tensor, *beside: torch.Tensor) -> torch.Tensor:

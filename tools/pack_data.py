@@ -25,10 +25,12 @@ import glob
 import os
 import sys
 
+import av
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lvcodec.train.data import jpeg_decode, jpeg_encode  # noqa: E402
+
 
 def _area2(p: np.ndarray) -> np.ndarray:
     h, w = p.shape[0] // 2 * 2, p.shape[1] // 2 * 2
@@ -46,8 +48,6 @@ def _planes(frame: av.VideoFrame):
 
 
 def _video_frames(path: str, max_frames: int = 400):
-    import av  # only for packing: load_pack must work where PyAV is not installed (a GPU machine)
-
     frames = []
     with av.open(path) as c:
         for i, fr in enumerate(c.decode(video=0)):
@@ -116,8 +116,6 @@ def main() -> None:
     paths = sorted(p for p in glob.glob(os.path.join(args.data, "images", "**", "*.*"), recursive=True)
                    if p.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")))
     imgs = []
-    import av
-
     for p in paths:
         try:
             with av.open(p) as cont:

@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lvcodec import motion  # noqa: E402
 from lvcodec.codec import mv_lambda  # noqa: E402
 from lvcodec.frames import hflip_layout  # noqa: E402
-from lvcodec.train.data import read_pack  # noqa: E402
 from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel, mse_yuv, upgrade_state  # noqa: E402
+from lvcodec.train.data import read_pack  # noqa: E402
 from lvcodec.weights import load_state, save_state  # noqa: E402
 
 
