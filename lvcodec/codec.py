@@ -46,7 +46,11 @@ class Encoder:
         if not isinstance(keyint, int) or not 1 <= keyint <= 65535:
             raise ValueError(f'invalid keyint "{keyint}", should be between 1 and 65535')
         # the encoder effort (CodecModel.presets); the stream decodes the same whatever the preset
-        self.model = load_model(model).with_preset(preset)
+        import copy
+
+        # a copy per encoder: the shared model instance must not carry this stream's picture size
+        self.model = copy.copy(load_model(model).with_preset(preset))
+        self.model.display_size = (width, height)
         self.quality = _check_quality(quality, self.model.num_qualities)
         self.keyint = keyint if self.model.has_inter else 1
         if intra_offset is None:
@@ -136,9 +140,11 @@ class Decoder:
             raise BitstreamError(f"quality {quality} out of range in packet pts={packet.pts}")
         kind = "I" if packet.frame_type == bs.FRAME_I else "P"
         names = self.model.substreams_intra if kind == "I" else self.model.substreams_inter
-        if names and len(packet.substreams) != len(names):
+        extra = len(self.model.substreams_optional)
+        if names and not len(names) <= len(packet.substreams) <= len(names) + extra:
+            codes = f"{len(names)}" + (f" to {len(names) + extra}" if extra else "")
             raise BitstreamError(f"{kind}-frame pts={packet.pts} has {len(packet.substreams)} substreams, "
-                                 f"{self.model.name} codes {len(names)}")
+                                 f"{self.model.name} codes {codes}")
         try:
             with torch.no_grad():
                 if kind == "I":

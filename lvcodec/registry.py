@@ -72,6 +72,11 @@ class CodecModel:
     #: substreams of an I and of a P packet (informative; listed by ``lvc info`` and the docs)
     substreams_intra: tuple[str, ...] = ()
     substreams_inter: tuple[str, ...] = ()
+    #: substreams a packet of either kind may add after those (a packet has all, some or none of them)
+    substreams_optional: tuple[str, ...] = ()
+    #: set by the encoder: (width, height) of the picture within the padded tensors, so that a model can
+    #: spend nothing on the padding (None: all of it counts)
+    display_size: tuple[int, int] | None = None
     #: names the encoder's choices (search, refinement) for the same weights: change it when they change,
     #: so benchmark results cached for the old encoder are not reused
     encoder_version: str = ""

@@ -55,6 +55,11 @@ class HyperpriorV1(CodecModel):
     downsampling = 64
     substreams_intra = ("z+y",)  # one rANS stream: the hyper-latent, then the latent
     substreams_inter = ("motion+z+y",)  # one rANS stream: block size, latent flag, vectors, [ẑ, ŷ, plane mask]
+    #: I and P packets may add the residual layer (lvcodec.layer, SPEC §7.2) as a second rANS stream
+    substreams_optional = ("layer",)
+    #: the layer's rate-distortion weight relative to the picture's quality: I-frames' detail is inherited
+    #: by the P-frames that predict from them, so it is worth more bits there (MODEL_CARD.md)
+    LAYER_WEIGHT = {"keyframe": 1.0, "intra": 1.0, "inter": 1.0}
     #: I-frame quality offset per quality level: a better I-frame pays off at low rates only (MODEL_CARD.md)
     INTRA_OFFSETS = (2, 1, 1, 0, 0, 0, 0, 0)
     #: P-frame quality offset by position in the GOP, repeating every 4 pictures after the I-frame: every
@@ -97,24 +102,45 @@ class HyperpriorV1(CodecModel):
     def weights_sha256(self) -> bytes:
         return weights_hash()
 
+    def _add_layer(self, x, out: dict, quality: int, kind: str):
+        """The packet's substreams and picture with the residual layer, when it pays (lvcodec.layer)."""
+        from . import layer
+        from .frames import quantize8
+        from .models import LAMBDAS
+
+        x_hat = quantize8(out["x_hat"])
+        lam = LAMBDAS[quality - 1] * self.LAYER_WEIGHT[kind]
+        data, x_new = layer.encode(x, x_hat, lam, display=self.display_size)
+        return (list(out["strings"]) + [data], x_new) if data is not None else (out["strings"], x_hat)
+
+    @staticmethod
+    def _decode_layer(substreams, x_hat):
+        if len(substreams) < 2:
+            return x_hat
+        from . import layer
+        from .frames import quantize8
+
+        return layer.decode(substreams[1], quantize8(x_hat))
+
     def encode_intra(self, x, quality: int):
-        out = self.intra.compress(x, quality - 1)
-        return out["strings"], out["x_hat"]
+        return self._add_layer(x, self.intra.compress(x, quality - 1), quality, "intra")
 
     def encode_keyframe(self, x, quality: int):
         # the GOP inherits the key frame's quality: refine its latent by gradient steps on the RD cost
         out = self.intra.compress(x, quality - 1, refine=self.refine_steps)
-        return out["strings"], out["x_hat"]
+        return self._add_layer(x, out, quality, "keyframe")
 
     def decode_intra(self, substreams, coded_size, quality: int):
-        return self.intra.decompress(substreams, (coded_size[0] // 64, coded_size[1] // 64), quality - 1)["x_hat"]
+        x_hat = self.intra.decompress(substreams, (coded_size[0] // 64, coded_size[1] // 64), quality - 1)["x_hat"]
+        return self._decode_layer(substreams, x_hat)
 
     def encode_inter(self, x, ref, quality: int):
         # motion block size chosen per frame (InterModel.encode), the latent kept or skipped by actual cost
         out = self.inter.encode(x, ref, quality - 1, mv_lambda(quality), blocks=self.MOTION_BLOCKS,
                                 decide=self.decide)
-        return out["strings"], out["x_hat"]
+        return self._add_layer(x, out, quality, "inter")
 
     def decode_inter(self, substreams, coded_size, ref, quality: int):
         h, w = coded_size
-        return self.inter.decompress(substreams, (h // 64, w // 64), ref, quality - 1)["x_hat"]
+        x_hat = self.inter.decompress(substreams, (h // 64, w // 64), ref, quality - 1)["x_hat"]
+        return self._decode_layer(substreams, x_hat)
