@@ -56,18 +56,35 @@ LEVEL_RANGE = 31  # levels -31..31 have table entries; larger ones escape
 BAND_STARTS = (0, 1, 3, 6, 10, 15, 28, 64)  # zigzag positions of the 7 bands
 BANDS = len(BAND_STARTS) - 1
 PRECISION = 16
+ROUNDING = 0.35  # the encoder's first guess at each level: floor(|c| / step + ROUNDING)
 
+# The table parameters, fitted by tools/fit_layer.py on training videos (never the bench clips); part of
+# the format (SPEC §7.2): changing one changes how streams decode.
 #: P(flag = 0) in 1/256, by 3 * chroma + (left + top) coded neighbours
-CBF_PARAMS = (200, 120, 60, 230, 160, 90)
+CBF_PARAMS = (246, 165, 54, 248, 177, 67)
 #: weights of the band of the last level (7 bands), luma then chroma
-LAST_PARAMS = ((30, 40, 40, 40, 35, 60, 30), (60, 50, 40, 30, 20, 25, 8))
+LAST_PARAMS = ((924, 296, 162, 198, 277, 1646, 9838), (1074, 509, 489, 426, 377, 634, 530))
 #: (P(0) in 1/256, tail ratio in 1/256) per chroma, band, m (0..2: |next two levels|; 3: the last position)
-LEVEL_PARAMS = tuple(tuple(tuple(p for p in row) for row in plane) for plane in (
-    ((( 60, 100), (100, 100), (140, 110), (1, 90)),) +
-    tuple(((z0, 100), (z0 - 50, 110), (z0 - 90, 120), (1, 80)) for z0 in (170, 185, 200, 215, 230, 240)),
-    ((( 70, 100), (110, 100), (150, 110), (1, 90)),) +
-    tuple(((z0, 100), (z0 - 50, 110), (z0 - 90, 120), (1, 80)) for z0 in (180, 195, 210, 225, 235, 245)),
-))
+LEVEL_PARAMS = (
+    (  # luma: bands 0..6, each m = 0, 1, 2, 3
+        ((220, 3), (199, 17), (152, 81), (1, 2)),
+        ((228, 5), (212, 10), (184, 33), (1, 1)),
+        ((229, 3), (212, 9), (187, 25), (1, 1)),
+        ((219, 6), (201, 12), (176, 22), (1, 1)),
+        ((211, 12), (186, 19), (160, 38), (1, 2)),
+        ((203, 27), (167, 41), (138, 76), (1, 8)),
+        ((207, 31), (178, 44), (141, 76), (1, 11)),
+    ),
+    (  # chroma: bands 0..6, each m = 0, 1, 2, 3
+        ((144, 16), (144, 14), (148, 36), (1, 2)),
+        ((137, 60), (132, 62), (111, 98), (1, 15)),
+        ((148, 74), (141, 74), (116, 114), (1, 18)),
+        ((177, 50), (145, 65), (108, 107), (1, 11)),
+        ((192, 39), (167, 52), (124, 84), (1, 5)),
+        ((209, 23), (184, 35), (136, 70), (1, 2)),
+        ((226, 16), (211, 22), (170, 22), (1, 2)),
+    ),
+)
 
 
 def step64(s: int) -> int:
@@ -248,21 +265,38 @@ def _level_bits(levels: np.ndarray, chroma: int) -> np.ndarray:
     return np.where(last >= 0, bits, 0.0)
 
 
-def quantize(coef: np.ndarray, s: int, rounding: float) -> np.ndarray:
-    """Dead-zone quantization of zigzag coefficients: sign * floor(|c| / step + rounding)."""
-    q = np.floor(np.abs(coef) * (64.0 / step64(s)) + rounding)
-    return (np.sign(coef) * np.minimum(q, MAX_LEVEL)).astype(np.int64)
+def quantize(coef: np.ndarray, s: int, lam: float, chroma: int) -> np.ndarray:
+    """Levels of zigzag coefficients (n, 64) by rate and distortion: each level is the rounded one, one
+    less, or 0, whichever costs least as ``lam`` * squared error (the transform is near orthonormal, so
+    coefficient and sample errors match) + its bits in the table of the context the rounded levels give."""
+    step = step64(s) / 64.0
+    a = np.abs(coef) / step
+    rounded = np.minimum(np.floor(a + ROUNDING), MAX_LEVEL).astype(np.int64)
+    sign = np.where(coef < 0, -1, 1)
+    last = last_positions(rounded)
+    tab = _level_table(chroma, np.arange(64)[None, :], level_contexts(rounded, last))
+    cost = _costs()
+    best, best_j = None, None
+    for cand in (rounded, np.maximum(rounded - 1, 0), np.zeros_like(rounded)):
+        sym = np.where(cand > LEVEL_RANGE, 2 * LEVEL_RANGE + 1, cand + LEVEL_RANGE)
+        j = lam * (a - cand) ** 2 * step * step + cost[tab, sym]
+        if best is None:
+            best, best_j = cand, j
+        else:
+            better = j < best_j
+            best, best_j = np.where(better, cand, best), np.where(better, j, best_j)
+    return sign * best
 
 
 class PlaneChoice:
     """One plane's coded blocks at one step: levels, flags, the reconstruction and its cost."""
 
     def __init__(self, src: np.ndarray, rec: np.ndarray, s: int, lam: float, chroma: int,
-                 mask: np.ndarray | None, rounding: float):
+                 mask: np.ndarray | None):
         h, w = src.shape
         self.shape, self.chroma, self.s = (h, w), chroma, s
         sb, rb = to_blocks(src.astype(np.int64)), to_blocks(rec.astype(np.int64))
-        levels = quantize(forward(sb - rb), s, rounding)
+        levels = quantize(forward(sb - rb), s, lam, chroma)
         nz = (levels != 0).any(1)
         new = np.clip(rb + inverse(levels, s), 0, 255)
         wgt = mask if mask is not None else 1.0
@@ -341,8 +375,7 @@ def _masks(shape: tuple[int, int], display: tuple[int, int] | None):
     return out
 
 
-def encode(x, x_hat, lam: float, steps=None, display: tuple[int, int] | None = None,
-           rounding: float = 0.35):
+def encode(x, x_hat, lam: float, steps=None, display: tuple[int, int] | None = None):
     """Choose and code the layer of a picture.
 
     ``x`` is the source and ``x_hat`` the decoded picture (8-bit values), both 6-channel layout tensors;
@@ -359,9 +392,9 @@ def encode(x, x_hat, lam: float, steps=None, display: tuple[int, int] | None = N
     best, best_cost = None, None
     base = lam * (0.75 * _sse(src[0], rec[0], my) + 0.5 * (_sse(src[1], rec[1], mc) + _sse(src[2], rec[2], mc)))
     for s in steps:
-        choice = [PlaneChoice(src[0], rec[0], s, lam * 0.75, 0, my, rounding),
-                  PlaneChoice(src[1], rec[1], s, lam * 0.5, 1, mc, rounding),
-                  PlaneChoice(src[2], rec[2], s, lam * 0.5, 1, mc, rounding)]
+        choice = [PlaneChoice(src[0], rec[0], s, lam * 0.75, 0, my),
+                  PlaneChoice(src[1], rec[1], s, lam * 0.5, 1, mc),
+                  PlaneChoice(src[2], rec[2], s, lam * 0.5, 1, mc)]
         cost = sum(c.bits + lam * (0.75 if c.chroma == 0 else 0.5) * c.distortion for c in choice) + 6 + 16
         if best_cost is None or cost < best_cost:
             best, best_cost = choice, cost

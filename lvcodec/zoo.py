@@ -22,7 +22,7 @@ def mv_lambda(q: int) -> float:
 def _encoder_version(decide: str, refine: int) -> str:
     """Names a preset's encoder choices (benchmark results are cached under it)."""
     blocks = "stop-exact" if decide == "coded" else "by-estimate"
-    return f"keyframe-refine-{refine}-best+blocks-16-32-64-{blocks}+skip+plane-mask+p-offsets-0-1-1-1"
+    return f"keyframe-refine-{refine}-best+blocks-16-32-64-{blocks}+skip+plane-mask+p-offsets-0-1-1-1+layer-1"
 
 
 def weights_hash() -> bytes:
@@ -59,7 +59,7 @@ class HyperpriorV1(CodecModel):
     substreams_optional = ("layer",)
     #: the layer's rate-distortion weight relative to the picture's quality: I-frames' detail is inherited
     #: by the P-frames that predict from them, so it is worth more bits there (MODEL_CARD.md)
-    LAYER_WEIGHT = {"keyframe": 1.0, "intra": 1.0, "inter": 1.0}
+    LAYER_WEIGHT = {"keyframe": 2.0, "intra": 1.0, "inter": 1.0}
     #: I-frame quality offset per quality level: a better I-frame pays off at low rates only (MODEL_CARD.md)
     INTRA_OFFSETS = (2, 1, 1, 0, 0, 0, 0, 0)
     #: P-frame quality offset by position in the GOP, repeating every 4 pictures after the I-frame: every

@@ -161,4 +161,4 @@ def test_step_table_covers_the_qualities():
     assert firsts == sorted(firsts, reverse=True)
 
 
-TABLES_SHA256 = "456c4e2ec49a9e29e93417e8fe682d1be257370dae4d9f20415c2468c19b3d45"
+TABLES_SHA256 = "ba84d3bcbfe9a6c8101ea99fa546348d5d24da0fa6b0ba21691994683a6de6af"

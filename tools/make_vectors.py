@@ -17,6 +17,8 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import lvcodec  # noqa: E402
 from lvcodec.codec import encode_pictures, weights_hash  # noqa: E402
@@ -31,7 +33,26 @@ VECTORS = {
     "odd-33x17-q4": (33, 17, 4, 4, 2, "odd size: padding and cropping, chroma rounding up"),
     "intra-1x1-q3": (1, 1, 2, 3, 1, "smallest picture, all-intra"),
     "wide-200x40-q5": (200, 40, 4, 5, 3, "more than one hyper-latent column, keyint 3"),
+    "layer-128x64-q6": (128, 64, 4, 6, 32, "thin lines: I- and P-frames with the residual layer (SPEC §7.2)"),
 }
+
+
+def grid_clip(n: int, width: int, height: int):
+    """Thin bright lines on black, panning a pixel a frame, with coloured squares: detail the autoencoders
+    blur, so the encoder sends the residual layer."""
+    from lvcodec.frames import Picture
+
+    pics = []
+    for t in range(n):
+        yy, xx = np.mgrid[:height, :width]
+        y = np.where(((xx + t) % 8 == 0) | ((yy + t) % 8 == 0), 235, 20).astype(np.uint8)
+        ch, cw = (height + 1) // 2, (width + 1) // 2
+        cy, cx = np.mgrid[:ch, :cw]
+        square = ((cx // 8 + cy // 8 + t // 2) % 3 == 0)
+        u = np.where(square, 90, 128).astype(np.uint8)
+        v = np.where(square, 200, 128).astype(np.uint8)
+        pics.append(Picture(y, u, v, t))
+    return pics
 
 
 def md5(pic) -> str:
@@ -45,7 +66,8 @@ def main() -> None:
         d = ROOT / name
         d.mkdir(parents=True, exist_ok=True)
         with open(d / "stream.lvc", "wb") as f:
-            encode_pictures(demo_clip(n, w, h), f, w, h, Fraction(25), quality=q, keyint=k)
+            pics = grid_clip(n, w, h) if name.startswith("layer") else demo_clip(n, w, h)
+            encode_pictures(pics, f, w, h, Fraction(25), quality=q, keyint=k)
         decoded = list(lvcodec.decode(str(d / "stream.lvc")))
         expected = {"description": about, "width": w, "height": h, "frames": len(decoded), "quality": q,
                     "keyint": k, "weights_sha256": weights_hash().hex(), "lvcodec": lvcodec.__version__,
