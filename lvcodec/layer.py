@@ -37,6 +37,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .mvcoding import diagonals
+
 #: the 8x8 integer DCT of H.265 (rows: basis functions, norm about 64 * sqrt(8); T8 @ T8.T ~ 2^15 I)
 T8 = np.array([
     [64, 64, 64, 64, 64, 64, 64, 64],
@@ -236,12 +238,6 @@ def cbf_contexts(flags: np.ndarray) -> np.ndarray:
     return ctx
 
 
-def _diagonals(hb: int, wb: int):
-    for d in range(hb + wb - 1):
-        i = np.arange(max(0, d - wb + 1), min(d, hb - 1) + 1)
-        yield i, d - i
-
-
 def _level_table(chroma: int, k, m) -> np.ndarray:
     return T_LEVEL + ((chroma * BANDS) + BAND_OF[k]) * 4 + m
 
@@ -288,27 +284,37 @@ def quantize(coef: np.ndarray, s: int, lam: float, chroma: int) -> np.ndarray:
     return sign * best
 
 
+class Plane:
+    """One plane's source and decoded blocks, their transform and their weighted error: what every step the
+    encoder tries starts from (computed once per picture)."""
+
+    def __init__(self, src: np.ndarray, rec: np.ndarray, chroma: int, mask: np.ndarray | None):
+        self.shape, self.chroma = src.shape, chroma
+        self.sb, self.rb = to_blocks(src.astype(np.int64)), to_blocks(rec.astype(np.int64))
+        self.coef = forward(self.sb - self.rb)
+        self.wgt = mask if mask is not None else 1.0
+        self.d0 = (((self.sb - self.rb) ** 2).sum((1, 2))) * self.wgt
+
+
 class PlaneChoice:
     """One plane's coded blocks at one step: levels, flags, the reconstruction and its cost."""
 
-    def __init__(self, src: np.ndarray, rec: np.ndarray, s: int, lam: float, chroma: int,
-                 mask: np.ndarray | None):
-        h, w = src.shape
+    def __init__(self, plane: Plane, s: int, lam: float):
+        h, w = plane.shape
+        chroma, rb, d0 = plane.chroma, plane.rb, plane.d0
         self.shape, self.chroma, self.s = (h, w), chroma, s
-        sb, rb = to_blocks(src.astype(np.int64)), to_blocks(rec.astype(np.int64))
-        levels = quantize(forward(sb - rb), s, lam, chroma)
+        levels = quantize(plane.coef, s, lam, chroma)
         nz = (levels != 0).any(1)
         new = np.clip(rb + inverse(levels, s), 0, 255)
-        wgt = mask if mask is not None else 1.0
-        d0 = (((sb - rb) ** 2).sum((1, 2))) * wgt
-        d1 = (((sb - new) ** 2).sum((1, 2))) * wgt
-        gain = lam * (d0 - d1) - _level_bits(levels, chroma) - 1.0
+        d1 = (((plane.sb - new) ** 2).sum((1, 2))) * plane.wgt
+        bits = _level_bits(levels, chroma)
+        gain = lam * (d0 - d1) - bits - 1.0
         flags = nz & (gain > 0)
         self.flags = flags.reshape(h // 8, w // 8)
         self.levels = levels
         self.blocks = np.where(flags[:, None, None], new, rb)
         self.distortion = float(np.where(flags, d1, d0).sum())
-        self.bits = float(self._flag_bits() + _level_bits(levels[flags], chroma).sum())
+        self.bits = float(self._flag_bits() + bits[flags].sum())
 
     def _flag_bits(self) -> float:
         cost = _costs()
@@ -322,7 +328,7 @@ class PlaneChoice:
         """Append this plane's symbols and table indexes in coding order."""
         flags = self.flags
         ctx = cbf_contexts(flags)
-        for i, j in _diagonals(*flags.shape):
+        for i, j in diagonals(*flags.shape):
             syms += flags[i, j].astype(np.int64).tolist()
             idx += (T_CBF + 3 * self.chroma + ctx[i, j]).tolist()
         lv = self.levels[flags.reshape(-1)]
@@ -387,15 +393,15 @@ def encode(x, x_hat, lam: float, steps=None, display: tuple[int, int] | None = N
 
     src, rec = planes_of(x), planes_of(x_hat)
     my, mc = _masks(src[0].shape, display)
+    planes = [Plane(a, b, chroma, m) for a, b, chroma, m in zip(src, rec, (0, 1, 1), (my, mc, mc))]
+    weight = (0.75, 0.5, 0.5)  # of a squared sample error, luma and chroma (times lam)
     if steps is None:
         steps = suggested_steps(lam)
     best, best_cost = None, None
-    base = lam * (0.75 * _sse(src[0], rec[0], my) + 0.5 * (_sse(src[1], rec[1], mc) + _sse(src[2], rec[2], mc)))
+    base = lam * (0.75 * float(planes[0].d0.sum()) + 0.5 * (float(planes[1].d0.sum()) + float(planes[2].d0.sum())))
     for s in steps:
-        choice = [PlaneChoice(src[0], rec[0], s, lam * 0.75, 0, my),
-                  PlaneChoice(src[1], rec[1], s, lam * 0.5, 1, mc),
-                  PlaneChoice(src[2], rec[2], s, lam * 0.5, 1, mc)]
-        cost = sum(c.bits + lam * (0.75 if c.chroma == 0 else 0.5) * c.distortion for c in choice) + 6 + 16
+        choice = [PlaneChoice(p, s, lam * wt) for p, wt in zip(planes, weight)]
+        cost = sum(c.bits + lam * wt * c.distortion for c, wt in zip(choice, weight)) + 6 + 16
         if best_cost is None or cost < best_cost:
             best, best_cost = choice, cost
     if best is None or best_cost >= base:
@@ -412,11 +418,6 @@ def symbols(planes: list[PlaneChoice]) -> tuple[list[int], list[int]]:
     for c in planes:
         c.symbols(syms, idx)
     return syms, idx
-
-
-def _sse(a: np.ndarray, b: np.ndarray, mask) -> float:
-    d = ((to_blocks(a) - to_blocks(b)) ** 2).sum((1, 2))
-    return float((d * mask).sum() if mask is not None else d.sum())
 
 
 def suggested_steps(lam: float) -> tuple[int, ...]:
@@ -444,7 +445,7 @@ def decode(data: bytes, x_hat):
         h, w = plane.shape
         hb, wb = h // 8, w // 8
         flags = np.zeros((hb + 1, wb + 1), np.int64)  # a row and a column of zeros top and left
-        for i, j in _diagonals(hb, wb):
+        for i, j in diagonals(hb, wb):
             ctx = flags[i + 1, j] + flags[i, j + 1]
             f = np.array(r.get_with_tables((T_CBF + 3 * chroma + ctx).tolist(), tabs), np.int64)
             if ((f < 0) | (f > 1)).any():

@@ -66,7 +66,8 @@ def contexts(mvd: np.ndarray) -> np.ndarray:
     return np.stack((b, _y_table(b, mvd[0])))
 
 
-def _diagonals(hb: int, wb: int):
+def diagonals(hb: int, wb: int):
+    """(rows, columns) of the blocks of each anti-diagonal of an (hb, wb) grid, in order, rows increasing."""
     for d in range(hb + wb - 1):
         i = np.arange(max(0, d - wb + 1), min(d, hb - 1) + 1)
         yield i, d - i
@@ -75,7 +76,7 @@ def _diagonals(hb: int, wb: int):
 def coding_order(hb: int, wb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(component, row, column) of each residual in coding order."""
     c, r, k = [], [], []
-    for i, j in _diagonals(hb, wb):
+    for i, j in diagonals(hb, wb):
         for comp in (0, 1):
             c.append(np.full(len(i), comp))
             r.append(i)
@@ -208,7 +209,7 @@ def decode(r, tables: VectorTables, hb: int, wb: int) -> np.ndarray:
     """Read a residual field (2, ``hb``, ``wb``) from ``r`` (a :class:`lvcodec.models.RansReader`)."""
     mvd = np.zeros((2, hb, wb), np.int64)
     a = np.zeros((hb + 1, wb + 1), np.int64)  # |x| + |y| per block, one row/column of zeros top and left
-    for i, j in _diagonals(hb, wb):
+    for i, j in diagonals(hb, wb):
         b = _bucket(a[i + 1, j] + a[i, j + 1])  # left, top
         x = np.array(r.get_with_tables(b.tolist(), tables.args), np.int64)
         y = np.array(r.get_with_tables(_y_table(b, x).tolist(), tables.args), np.int64)
