@@ -66,6 +66,24 @@ def test_layer_round_trips_exactly_and_lowers_the_error():
     assert torch.equal(x_new, quantize8(x_new))  # 8-bit samples
 
 
+def test_adaptive_tables_cost_fewer_bytes_and_decode_alike(monkeypatch):
+    """The tables adapt to the picture (SPEC §7.2, Adaptation): on a detailed picture whose statistics the
+    static tables do not know, the same levels take fewer bytes, and the decoder, adapting alike, rebuilds
+    exactly the encoder's picture. With adaptation off the bytes and picture are those of the static tables."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 256, (64, 128)).astype(np.uint8)
+    x = to_tensor(Picture(y, np.full((32, 64), 128, np.uint8), np.full((32, 64), 128, np.uint8), 0), 64)
+    blurred = quantize8(torch.nn.functional.avg_pool2d(x, 3, 1, 1))
+    step = layer.suggested_steps(0.05)[1]
+    data, x_new = layer.encode(x, blurred, 0.05, steps=(step,))
+    assert torch.equal(layer.decode(data, blurred), x_new)
+    monkeypatch.setattr(layer, "ADAPT_RATE", 0)
+    static, x_static = layer.encode(x, blurred, 0.05, steps=(step,))
+    assert torch.equal(x_static, x_new)  # the levels are chosen with the static tables either way
+    assert torch.equal(layer.decode(static, blurred), x_static)
+    assert len(data) < 0.97 * len(static)
+
+
 def test_no_layer_when_the_picture_is_already_exact():
     x = to_tensor(grid_pictures(1, 64, 64)[0], 64)
     assert layer.encode(x, x, 0.07) == (None, x)

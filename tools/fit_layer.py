@@ -32,10 +32,11 @@ def collect(videos: list[str], frames: int, qualities: list[int], preset: str) -
     orig = layer.symbols
 
     def recording(planes):
-        syms, idx = orig(planes)
-        for s, i in zip(syms, idx):
-            counts[i][s] += 1
-        return syms, idx
+        groups = orig(planes)
+        for syms, idx in groups:
+            for s, i in zip(syms, idx):
+                counts[i][s] += 1
+        return groups
 
     layer.symbols = recording
     try:
