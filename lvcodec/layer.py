@@ -68,7 +68,8 @@ PRECISION = 16
 ROUNDING = 0.35  # the encoder's first guess at each level: floor(|c| / step + ROUNDING)
 #: count added to a symbol each time it is coded, against static frequencies that sum to 2^16 (so the
 #: static table weighs as much as 64 symbols): 4.6-5.3 % fewer layer bits than static tables when adapted
-#: per symbol on training videos (rates 1/32..1/512 of 2^16), most of it kept per symbol group
+#: per symbol on training videos (rates 1/32..1/512 of 2^16); adapting once per whole symbol group kept only
+#: a fifth of that, hence :data:`ADAPT_CHUNK`
 ADAPT_RATE = 1024
 #: the longest run of symbols coded with the same tables: longer groups are coded (and adapt) in chunks
 ADAPT_CHUNK = 256
@@ -123,18 +124,15 @@ BAND_OF = np.repeat(np.arange(BANDS), np.diff(BAND_STARTS))  # band of each zigz
 def weights_cdf(weights) -> list[int]:
     """A range-coder table (CompressAI quantized CDF, 16-bit) over ``len(weights)`` symbols and the escape:
     frequency ``max(1, w * 65535 // sum)`` each, the escape 1, the largest (first of equals) taking up the
-    remainder so that they sum to 2^16."""
-    w = [int(v) for v in weights]
-    total = sum(w)
-    f = [max(1, v * 65535 // total) for v in w]
-    big = f.index(max(f))
-    f[big] += 65535 - sum(f)
+    remainder so that they sum to 2^16. Integer arithmetic in int64 (exact: the static weights stay below
+    2^33 and the adapted counts below 2^47, so every product is below 2^63)."""
+    w = np.asarray(weights, np.int64)
+    f = np.maximum(1, w * 65535 // int(w.sum()))
+    big = int(np.argmax(f))
+    f[big] += 65535 - int(f.sum())
     if f[big] < 1:
         raise ValueError("table weights too uneven")
-    cdf = [0]
-    for v in f + [1]:
-        cdf.append(cdf[-1] + v)
-    return cdf
+    return [0] + np.cumsum(np.append(f, 1)).tolist()
 
 
 def level_weights(zero: int, ratio: int) -> list[int]:
@@ -181,17 +179,6 @@ def tables() -> tuple[list, list, list]:
     return cdfs, [len(c) for c in cdfs], offsets
 
 
-def _counts_cdf(counts: np.ndarray) -> list[int]:
-    """:func:`weights_cdf` of int64 counts (the same table, in numpy; exact while the products stay below
-    2^63: counts sum to 2^16 plus ADAPT_RATE per symbol of one picture)."""
-    f = np.maximum(1, counts * 65535 // int(counts.sum()))
-    big = int(np.argmax(f))
-    f[big] += 65535 - int(f.sum())
-    if f[big] < 1:
-        raise ValueError("table weights too uneven")
-    return [0] + np.cumsum(np.append(f, 1)).tolist()
-
-
 def _adapted(t: int) -> bool:
     """Whether table ``t`` adapts (flags, bands, levels; not the step nor the positions within a band)."""
     return T_CBF <= t < T_OFFSET or t >= T_LEVEL
@@ -205,7 +192,7 @@ class AdaptiveTables:
     def __init__(self):
         cdfs, _, offsets = tables()
         self.cdfs, self.offsets = list(cdfs), offsets
-        self.counts: dict[int, list[int]] = {}
+        self.counts: dict[int, np.ndarray] = {}
 
     def local(self, idx: list[int]) -> tuple[list[int], tuple[list, list, list]]:
         """The group's table indexes renumbered into the tables it uses, and those tables."""
@@ -230,17 +217,16 @@ class AdaptiveTables:
                 c[a] += ADAPT_RATE * n
                 touched.add(t)
         for t in touched:
-            self.cdfs[t] = _counts_cdf(self.counts[t])
+            self.cdfs[t] = weights_cdf(self.counts[t])
 
 
 def write(w, groups: list[tuple[list[int], list[int]]]) -> None:
     """Code symbol groups (symbols, table indexes) into the range coder ``w``, adapting after each."""
     state = AdaptiveTables()
     for syms, idx in groups:
-        for a in range(0, len(syms), ADAPT_CHUNK):
+        for a in range(0, len(idx), ADAPT_CHUNK):
             s, i = syms[a:a + ADAPT_CHUNK], idx[a:a + ADAPT_CHUNK]
-            local, tabs = state.local(i)
-            w.put_with_tables(s, local, tabs)
+            w.put_with_tables(s, *state.local(i))
             state.update(s, i)
 
 
@@ -249,8 +235,7 @@ def _read(r, state: AdaptiveTables, idx: list[int]) -> list[int]:
     out = []
     for a in range(0, len(idx), ADAPT_CHUNK):
         i = idx[a:a + ADAPT_CHUNK]
-        local, tabs = state.local(i)
-        syms = r.get_with_tables(local, tabs)
+        syms = r.get_with_tables(*state.local(i))
         state.update(syms, i)
         out += syms
     return out
