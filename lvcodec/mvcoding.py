@@ -20,8 +20,9 @@ Residuals in [-:data:`RANGE`, :data:`RANGE`] are coded with the table; the rest 
 (the table's last symbol, then the value in bypass chunks). The tables are fixed CDFs in the inter weights,
 fitted on training videos by ``tools/fit_priors.py``.
 
-The field's block size (16, 32 or 64 luma pixels, :data:`BLOCK_SIZES`) is chosen by the encoder per frame and
-coded first (:func:`encode_block_size`); every size uses the same tables.
+The field's block size (16, 32 or 64 luma pixels, :data:`BLOCK_SIZES`) and how it is applied (the motion field,
+:data:`lvcodec.motion.FIELDS`) are chosen by the encoder per frame and coded first, in one symbol
+(:func:`encode_block_size`); every size and field uses the same tables.
 
 Coding order: anti-diagonals of the block grid (``i + j`` = 0, 1, ...), and within one, the x residuals of
 its blocks top to bottom, then their y residuals. Every context then depends on an earlier diagonal or on
@@ -34,11 +35,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .motion import FIELDS
+
 #: Motion block sizes (luma pixels) a P-frame may use, by index: the encoder picks one per frame and codes its
 #: index first, with :data:`BLOCK_SIZE_CDF` (SPEC §7.1)
 BLOCK_SIZES = (16, 32, 64)
-#: fixed range-coder table of the block size index: 0, 1, 2 equally likely (then the unused escape)
-BLOCK_SIZE_CDF = (0, 21845, 43690, 65535, 65536)
+#: fixed range-coder table of the motion mode ``k = 3 * field + size`` (field: the index in
+#: :data:`lvcodec.motion.FIELDS`, size: the index in :data:`BLOCK_SIZES`): 0..5 equally likely, then the escape
+BLOCK_SIZE_CDF = (0, 10923, 21845, 32768, 43690, 54613, 65535, 65536)
 RANGE = 64  # residuals in [-RANGE, RANGE] (quarter-pel) have a table entry; larger ones escape
 BUCKETS = (1, 3, 9, 25)  # |left| + |top| thresholds: 5 buckets
 NB = len(BUCKETS) + 1
@@ -145,17 +149,19 @@ class VectorTables:
 _BLOCK_TABLES = ([list(BLOCK_SIZE_CDF)], [len(BLOCK_SIZE_CDF)], [0])
 
 
-def encode_block_size(w, block: int) -> None:
-    """Put the index of the motion block size ``block`` (one of :data:`BLOCK_SIZES`) into ``w``."""
-    w.put_with_tables([BLOCK_SIZES.index(block)], [0], _BLOCK_TABLES)
+def encode_block_size(w, block: int, field: str = "smooth") -> None:
+    """Put the motion block size ``block`` (one of :data:`BLOCK_SIZES`) and field ``field`` (one of
+    :data:`lvcodec.motion.FIELDS`) into ``w``, as one symbol."""
+    w.put_with_tables([len(BLOCK_SIZES) * FIELDS.index(field) + BLOCK_SIZES.index(block)], [0], _BLOCK_TABLES)
 
 
-def decode_block_size(r) -> int:
-    """Inverse of :func:`encode_block_size`; a corrupt index (the escape) is an error, not a guess."""
+def decode_block_size(r) -> tuple[int, str]:
+    """Inverse of :func:`encode_block_size`: (block size, field); a corrupt symbol (the escape) is an
+    error, not a guess."""
     (k,) = r.get_with_tables([0], _BLOCK_TABLES)
-    if not 0 <= k < len(BLOCK_SIZES):
-        raise ValueError(f"corrupt stream: motion block size index {k}")
-    return BLOCK_SIZES[k]
+    if not 0 <= k < len(BLOCK_SIZES) * len(FIELDS):
+        raise ValueError(f"corrupt stream: motion mode {k}")
+    return BLOCK_SIZES[k % len(BLOCK_SIZES)], FIELDS[k // len(BLOCK_SIZES)]
 
 
 #: fixed range-coder table of a P-frame's latent flag: 0 = the latent (ẑ, ŷ) follows the vectors, 1 = none

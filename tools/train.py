@@ -250,7 +250,7 @@ def main() -> None:
             cur = seq[t]
             block = blocks[int(rng.integers(0, len(blocks)))] if len(blocks) > 1 else blocks[0]
             mv = motion.search(cur, ref, lam=lam_mv * motion.BLOCK / block, block=block, radius=args.radius)
-            pred = motion.compensate(ref, mv, block)
+            pred, _ = motion.predict(cur, ref, mv)  # the field the encoder would choose
             mvd = mv - motion.mv_prediction(mv)
             o = inter(cur, pred, qs, mvd)
             dd = mse_yuv(o["x_hat"], cur)

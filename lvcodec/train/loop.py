@@ -492,7 +492,7 @@ def _step(b: dict, stage: StageConfig, fwd: dict, trained: list[str], lambdas: t
             # checkpointed, draws it)
             block = tc.motion_blocks[int(torch.randint(len(tc.motion_blocks), ()))]
             mv = motion.search(cur, ref, lam=lam_mv * motion.BLOCK / block, block=block, radius=tc.search_radius)
-            pred = motion.compensate(ref, mv, block)
+            pred, _ = motion.predict(cur, ref, mv)  # the field the encoder would choose
             mvd = mv - motion.mv_prediction(mv)
             o = fwd["inter"](cur, pred, qs, mvd)
             dd = mse_yuv(o["x_hat"], cur)

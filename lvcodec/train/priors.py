@@ -70,7 +70,7 @@ def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=Hyperprio
                 coded = inter.encode(x, ref, q, mv_lambda(q + 1), decide=DEFAULT_DECIDE)
                 mv = coded["mv"]
                 out["mv"][q].append((mv - motion.mv_prediction(mv))[0])
-                pred = motion.compensate(ref, mv)
+                pred = motion.compensate(ref, mv, field=coded["field"])
                 if not coded["skip"]:  # a skipped latent codes no ẑ
                     out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q))
                 ref = quantize8(coded["x_hat"])
