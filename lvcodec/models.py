@@ -372,14 +372,13 @@ def _synthesis(M: int, N: int, cout: int) -> nn.Sequential:
 _PLANES = (slice(0, 4), slice(4, 5), slice(5, 6))  # luma (4 sub-pixel channels), U, V of the 6-channel layout
 
 
-def _best_field(x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor) -> tuple[str, torch.Tensor]:
-    """The motion field (:data:`lvcodec.motion.FIELDS`) whose prediction of the picture ``x`` from ``ref``
-    with the vectors ``mv`` has the lower MSE-YUV, and that prediction (:func:`lvcodec.motion.predict`).
-    Both fields cost the same to signal, and the prediction's error is what the latent, the plane mask and
-    the layer start from."""
+def _best_field(x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, fields: tuple[str, ...]) -> tuple[str, torch.Tensor]:
+    """The motion field among ``fields`` (of :data:`lvcodec.motion.FIELDS`) whose prediction of the picture
+    ``x`` from ``ref`` with the vectors ``mv`` has the lowest MSE-YUV, and that prediction
+    (:func:`lvcodec.motion.predict`)."""
     from . import motion
 
-    pred, (field,) = motion.predict(x, ref, mv)
+    pred, (field,) = motion.predict(x, ref, mv, fields)
     return field, pred
 
 
@@ -559,7 +558,7 @@ class InterModel(_GainedHyperprior):
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, q: int, skip: bool = False,
-                 field: str = "smooth"):
+                 field: str = "block"):
         """Code one picture (batch of 1) given the decoded reference ``ref`` and the block vectors ``mv``
         the encoder chose (:func:`lvcodec.motion.search`, any block size of :data:`mvcoding.BLOCK_SIZES`,
         read off the shape of ``mv``), applied by the motion field ``field``: ``strings`` is ``[stream]``, one rANS stream holding the block size,
@@ -570,7 +569,7 @@ class InterModel(_GainedHyperprior):
         del out["y_hat"], out["pred"]
         return out
 
-    def _code_picture(self, x, ref, mv, q, skip: bool = False, pred=None, field: str = "smooth"):
+    def _code_picture(self, x, ref, mv, q, skip: bool = False, pred=None, field: str = "block"):
         """Code the picture with the vectors ``mv`` applied by the motion field ``field``; without the
         latent when ``skip``. Each plane whose synthesis is further from ``x`` than the prediction is sent
         as the prediction (the plane mask). ``x_syn`` is the decoded picture, synthesised exactly as the
@@ -596,7 +595,8 @@ class InterModel(_GainedHyperprior):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, ref: torch.Tensor, q: int, lam: float,
-               blocks: tuple[int, ...] = mvcoding.BLOCK_SIZES, skip: bool = True, decide: str = "coded"):
+               blocks: tuple[int, ...] = mvcoding.BLOCK_SIZES, skip: bool = True, decide: str = "coded",
+               fields: tuple[str, ...] = ("block",)):
         """Find the motion and code the picture (:meth:`compress`), choosing the motion block size among
         ``blocks`` and, with ``skip``, whether to send the latent at all (the prediction as the picture: at
         low rates the latent often buys less than it costs), by the lowest actual cost (λ·255²·MSE + real
@@ -604,6 +604,10 @@ class InterModel(_GainedHyperprior):
         (:func:`lvcodec.zoo.mv_lambda`); a block k times larger spreads its vector's bits over k² times the
         pixels, so it searches with ``lam / k``. Measured on training clips, larger blocks win at low rates
         and on smooth motion, small ones where the motion is detailed.
+
+        ``fields`` are the motion fields (:data:`lvcodec.motion.FIELDS`) the encoder may use; with more than
+        one, each block size takes the one whose prediction has the lower MSE-YUV. The default is the block
+        field alone: on bench clips it beat that per-picture choice (MODEL_CARD.md).
 
         ``decide`` says how the block size is chosen:
 
@@ -621,7 +625,7 @@ class InterModel(_GainedHyperprior):
         if decide not in ("coded", "estimate"):
             raise ValueError(f'unknown block size decision "{decide}" (coded, estimate)')
         if decide == "estimate":
-            est = [self._estimate(x, ref, block, q, lam) for block in blocks]
+            est = [self._estimate(x, ref, block, q, lam, fields) for block in blocks]
             by_pred = min(est, key=lambda e: e["pred_distortion"] + e["mv_bits"])
             by_latent = min(est, key=lambda e: e["bits"] + ESTIMATE_PREDICTION_WEIGHT * e["pred_distortion"])
             cands = [self._code_picture(x, ref, by_latent["mv"], q, pred=by_latent["pred"], field=by_latent["field"])]
@@ -635,7 +639,7 @@ class InterModel(_GainedHyperprior):
         best = None
         for block in blocks:
             mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
-            field, pred = _best_field(x, ref, mv)
+            field, pred = _best_field(x, ref, mv, fields)
             cands = [self._code_picture(x, ref, mv, q, pred=pred, field=field)]
             if skip:
                 cands.append(self._code_picture(x, ref, mv, q, skip=True, pred=pred, field=field))
@@ -651,7 +655,8 @@ class InterModel(_GainedHyperprior):
         del out["y_hat"], out["pred"]
         return out
 
-    def _estimate(self, x: torch.Tensor, ref: torch.Tensor, block: int, q: int, lam: float) -> dict:
+    def _estimate(self, x: torch.Tensor, ref: torch.Tensor, block: int, q: int, lam: float,
+                  fields: tuple[str, ...] = ("block",)) -> dict:
         """The motion searched with ``block`` x ``block`` blocks (``mv``) and its prediction (``pred``), with
         what :meth:`encode` ranks block sizes by, in bits per luma pixel: the prediction's λ·255²·MSE
         (``pred_distortion``), the vectors' real bits (``mv_bits``; the block size and flag symbols cost the
@@ -660,7 +665,7 @@ class InterModel(_GainedHyperprior):
         from . import motion
 
         mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
-        field, pred = _best_field(x, ref, mv)
+        field, pred = _best_field(x, ref, mv, fields)
         w = RansWriter()
         mvcoding.encode(w, self._vector_tables(q), (mv - motion.mv_prediction(mv))[0].cpu().numpy())
         pixels = x[0, 0].numel() * 4

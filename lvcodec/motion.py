@@ -196,16 +196,19 @@ def compensate(ref6: torch.Tensor, mv: torch.Tensor, block: int = BLOCK, field: 
     return torch.cat((F.pixel_unshuffle(y, 2), uv), dim=1)
 
 
-def predict(cur6: torch.Tensor, ref6: torch.Tensor, mv: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+def predict(cur6: torch.Tensor, ref6: torch.Tensor, mv: torch.Tensor,
+            fields: tuple[str, ...] = FIELDS) -> tuple[torch.Tensor, list[str]]:
     """The prediction of each picture of the batch ``cur6`` from ``ref6`` with the vectors ``mv`` by the
-    motion field (:data:`FIELDS`) that predicts it with the lower MSE-YUV ((6 MSE_Y + MSE_U + MSE_V) / 8),
-    and those fields: the encoder's choice (it costs the same to signal either), which training follows."""
-    preds = [compensate(ref6, mv, field=f) for f in FIELDS]
+    motion field among ``fields`` (of :data:`FIELDS`) that predicts it with the lowest MSE-YUV
+    ((6 MSE_Y + MSE_U + MSE_V) / 8), and those fields."""
+    preds = [compensate(ref6, mv, field=f) for f in fields]
+    if len(preds) == 1:
+        return preds[0], [fields[0]] * cur6.shape[0]
     err = torch.stack([((p.float() - cur6.float()) ** 2).mean((2, 3)) for p in preds])  # (fields, B, 6)
     err = (err[..., :4].sum(-1) * 1.5 + err[..., 4] + err[..., 5]) / 8  # 6 MSE_Y: 4 luma channels x 1.5
     best = err.argmin(0)  # the first field on ties
     pred = torch.stack(preds)[best, torch.arange(cur6.shape[0], device=cur6.device)]
-    return pred, [FIELDS[i] for i in best.tolist()]
+    return pred, [fields[i] for i in best.tolist()]
 
 
 def _interpolate(p: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor, bits: int) -> torch.Tensor:

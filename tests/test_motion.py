@@ -176,16 +176,20 @@ def test_the_block_field_moves_each_block_by_integer_interpolation():
 
 def test_the_encoder_takes_the_block_field_where_blocks_move_apart():
     """Where neighbouring blocks move differently, the smooth field bends the still part around the moving
-    one; the encoder then signals the block field, and the decoder predicts with it."""
+    one: offered both fields, the encoder signals the block field, and the decoder predicts with it; and
+    a smooth-field picture decodes with the smooth prediction."""
     from lvcodec.zoo import load_models, mv_lambda
 
     _, inter = load_models()
     ref = to_tensor(demo_clip(1, 128, 128)[0], 64)
     cur = ref.clone()
     cur[..., :, 32:] = torch.roll(ref, shifts=-2, dims=-1)[..., :, 32:]  # right half: 4 luma px left
-    out = inter.encode(cur, ref, 5, mv_lambda(6), blocks=(16,))
+    out = inter.encode(cur, ref, 5, mv_lambda(6), blocks=(16,), fields=motion.FIELDS)
     assert out["field"] == "block"
     assert torch.equal(inter.decompress(out["strings"], out["shape"], ref, 5)["x_hat"], out["x_hat"])
+    smooth = inter.encode(cur, ref, 5, mv_lambda(6), blocks=(16,), fields=("smooth",))
+    assert smooth["field"] == "smooth" and smooth["skip"] is not None
+    assert torch.equal(inter.decompress(smooth["strings"], smooth["shape"], ref, 5)["x_hat"], smooth["x_hat"])
 
 
 def test_a_skipped_latent_decodes_to_the_prediction_and_a_still_scene_skips():
@@ -198,7 +202,7 @@ def test_a_skipped_latent_decodes_to_the_prediction_and_a_still_scene_skips():
     ref = torch.round(intra.compress(pic, 3)["x_hat"].clamp(0, 1) * 255) / 255
     mv = torch.zeros(1, 2, 128 // 32, 192 // 32, dtype=torch.int32)
     out = inter.compress(pic, ref, mv, 2, skip=True)
-    assert torch.equal(out["x_hat"], motion.compensate(ref, mv))
+    assert torch.equal(out["x_hat"], motion.compensate(ref, mv, field="block"))
     assert torch.equal(inter.decompress(out["strings"], out["shape"], ref, 2)["x_hat"], out["x_hat"])
     for q in (0, 7):
         still = inter.encode(ref, ref, q, mv_lambda(q + 1))  # the reference again: nothing to code
@@ -220,7 +224,7 @@ def test_the_plane_mask_sends_planes_the_prediction_matches_better():
     mv = torch.zeros(1, 2, 128 // 16, 192 // 16, dtype=torch.int32)
     out = inter.compress(cur, ref, mv, 7)
     assert out["mask"] & 0b110 == 0b110
-    assert torch.equal(out["x_hat"][:, 4:], motion.compensate(ref, mv)[:, 4:])
+    assert torch.equal(out["x_hat"][:, 4:], motion.compensate(ref, mv, field="block")[:, 4:])
     assert torch.equal(inter.decompress(out["strings"], out["shape"], ref, 7)["x_hat"], out["x_hat"])
 
 

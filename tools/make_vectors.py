@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import lvcodec  # noqa: E402
 from lvcodec.codec import encode_pictures, weights_hash  # noqa: E402
 from lvcodec.demo import demo_clip  # noqa: E402
+from lvcodec.zoo import HyperpriorV1  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent / "bitstream" / "vectors"
 
@@ -34,7 +35,10 @@ VECTORS = {
     "intra-1x1-q3": (1, 1, 2, 3, 1, "smallest picture, all-intra"),
     "wide-200x40-q5": (200, 40, 4, 5, 3, "more than one hyper-latent column, keyint 3"),
     "layer-128x64-q6": (128, 64, 4, 6, 32, "thin lines: I- and P-frames with the residual layer (SPEC §7.2)"),
+    "smooth-96x64-q4": (96, 64, 4, 4, 32, "P-frames with the smooth motion field (SPEC §7.1)"),
 }
+#: vectors whose P-frames the encoder codes with the smooth motion field (the shipped encoder uses the block one)
+SMOOTH_FIELD = {"smooth-96x64-q4"}
 
 
 def grid_clip(n: int, width: int, height: int):
@@ -67,7 +71,12 @@ def main() -> None:
         d.mkdir(parents=True, exist_ok=True)
         with open(d / "stream.lvc", "wb") as f:
             pics = grid_clip(n, w, h) if name.startswith("layer") else demo_clip(n, w, h)
-            encode_pictures(pics, f, w, h, Fraction(25), quality=q, keyint=k)
+            fields = HyperpriorV1.MOTION_FIELDS
+            HyperpriorV1.MOTION_FIELDS = ("smooth",) if name in SMOOTH_FIELD else fields
+            try:
+                encode_pictures(pics, f, w, h, Fraction(25), quality=q, keyint=k)
+            finally:
+                HyperpriorV1.MOTION_FIELDS = fields
         decoded = list(lvcodec.decode(str(d / "stream.lvc")))
         expected = {"description": about, "width": w, "height": h, "frames": len(decoded), "quality": q,
                     "keyint": k, "weights_sha256": weights_hash().hex(), "lvcodec": lvcodec.__version__,

@@ -40,6 +40,9 @@ from lvcodec.frames import hflip_layout  # noqa: E402
 from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel, mse_yuv, upgrade_state  # noqa: E402
 from lvcodec.train.data import read_pack  # noqa: E402
 from lvcodec.weights import load_state, save_state  # noqa: E402
+from lvcodec.zoo import HyperpriorV1  # noqa: E402
+
+ENCODER_FIELD = HyperpriorV1.MOTION_FIELDS[0]
 
 
 def to6(y: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
@@ -250,7 +253,7 @@ def main() -> None:
             cur = seq[t]
             block = blocks[int(rng.integers(0, len(blocks)))] if len(blocks) > 1 else blocks[0]
             mv = motion.search(cur, ref, lam=lam_mv * motion.BLOCK / block, block=block, radius=args.radius)
-            pred, _ = motion.predict(cur, ref, mv)  # the field the encoder would choose
+            pred = motion.compensate(ref, mv, field=ENCODER_FIELD)  # the field the encoder codes with
             mvd = mv - motion.mv_prediction(mv)
             o = inter(cur, pred, qs, mvd)
             dd = mse_yuv(o["x_hat"], cur)

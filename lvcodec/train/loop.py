@@ -38,7 +38,11 @@ from ..errors import InputError, LvcError, OutputExistsError
 from .build import build_models, init_weights
 from .config import Config, StageConfig
 from .data import TrainingSet
+from ..zoo import HyperpriorV1
 from .distributed import Dist
+
+#: the motion field P-frames are trained with: the one the shipped encoder codes with
+ENCODER_FIELD = HyperpriorV1.MOTION_FIELDS[0]
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.csv"
@@ -492,7 +496,7 @@ def _step(b: dict, stage: StageConfig, fwd: dict, trained: list[str], lambdas: t
             # checkpointed, draws it)
             block = tc.motion_blocks[int(torch.randint(len(tc.motion_blocks), ()))]
             mv = motion.search(cur, ref, lam=lam_mv * motion.BLOCK / block, block=block, radius=tc.search_radius)
-            pred, _ = motion.predict(cur, ref, mv)  # the field the encoder would choose
+            pred = motion.compensate(ref, mv, field=ENCODER_FIELD)  # the field the encoder codes with
             mvd = mv - motion.mv_prediction(mv)
             o = fwd["inter"](cur, pred, qs, mvd)
             dd = mse_yuv(o["x_hat"], cur)
