@@ -22,8 +22,8 @@ encoder and every decoder get the same bits on any machine, thread count or devi
 :class:`InterModel` codes a P-frame given its motion-compensated prediction ``pred`` (built from the
 *decoded* previous frame): the analysis sees the frame and the prediction, the synthesis adds a
 correction to the prediction, fusing its features with the prediction at the end. Its motion field (16, 32
-or 64 pixel blocks, upsampled smoothly or applied block by block: the encoder's choice per frame, the
-field by the prediction's error) is coded with the context tables of :mod:`lvcodec.mvcoding`;
+or 64 pixel blocks, the encoder's choice per frame, applied block by block or upsampled smoothly as the
+stream says) is coded with the context tables of :mod:`lvcodec.mvcoding`;
 a factorized ``EntropyBottleneck`` over the vector residuals prices them in training. The encoder may also
 skip the latent (the prediction is the picture) and send any plane (luma, U, V) as the prediction's where the
 synthesis would be further from the source (the plane mask): both chosen by actual cost (:meth:`InterModel.encode`).
@@ -374,11 +374,12 @@ _PLANES = (slice(0, 4), slice(4, 5), slice(5, 6))  # luma (4 sub-pixel channels)
 
 def _best_field(x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, fields: tuple[str, ...]) -> tuple[str, torch.Tensor]:
     """The motion field among ``fields`` (of :data:`lvcodec.motion.FIELDS`) whose prediction of the picture
-    ``x`` from ``ref`` with the vectors ``mv`` has the lowest MSE-YUV, and that prediction
-    (:func:`lvcodec.motion.predict`)."""
+    ``x`` from ``ref`` with the vectors ``mv`` has the lowest MSE-YUV (the first on ties), and that
+    prediction; a single field is not compared."""
     from . import motion
 
-    pred, (field,) = motion.predict(x, ref, mv, fields)
+    preds = [(motion.compensate(ref, mv, field=f), f) for f in fields]
+    pred, field = preds[0] if len(preds) == 1 else min(preds, key=lambda pf: mse_yuv(pf[0], x).item())
     return field, pred
 
 

@@ -5,7 +5,7 @@ plane (full search at the coarsest level of an area pyramid, +-2 refinement per 
 quarter-pel refinement), regularised towards the median of the neighbouring vectors so the field stays
 cheap to code. Vectors are integers in quarter-pel luma units, one per ``block`` x ``block`` luma block.
 
-Compensation has two fields (:data:`FIELDS`, chosen by the encoder per picture, SPEC §7.1):
+Compensation has two fields (:data:`FIELDS`; the stream says which per picture, SPEC §7.1):
 
 - ``"smooth"``: the block field upsampled bilinearly to a dense field (an overlapped-block style
   prediction without block edges), the *decoded* reference sampled with it in floating point;
@@ -194,21 +194,6 @@ def compensate(ref6: torch.Tensor, mv: torch.Tensor, block: int = BLOCK, field: 
     dense_c = F.interpolate(f / 2, size=(h2, w2), mode="bilinear", align_corners=False)
     uv = _sample(ref6[:, 4:], dense_c[:, 0], dense_c[:, 1])
     return torch.cat((F.pixel_unshuffle(y, 2), uv), dim=1)
-
-
-def predict(cur6: torch.Tensor, ref6: torch.Tensor, mv: torch.Tensor,
-            fields: tuple[str, ...] = FIELDS) -> tuple[torch.Tensor, list[str]]:
-    """The prediction of each picture of the batch ``cur6`` from ``ref6`` with the vectors ``mv`` by the
-    motion field among ``fields`` (of :data:`FIELDS`) that predicts it with the lowest MSE-YUV
-    ((6 MSE_Y + MSE_U + MSE_V) / 8), and those fields."""
-    preds = [compensate(ref6, mv, field=f) for f in fields]
-    if len(preds) == 1:
-        return preds[0], [fields[0]] * cur6.shape[0]
-    err = torch.stack([((p.float() - cur6.float()) ** 2).mean((2, 3)) for p in preds])  # (fields, B, 6)
-    err = (err[..., :4].sum(-1) * 1.5 + err[..., 4] + err[..., 5]) / 8  # 6 MSE_Y: 4 luma channels x 1.5
-    best = err.argmin(0)  # the first field on ties
-    pred = torch.stack(preds)[best, torch.arange(cur6.shape[0], device=cur6.device)]
-    return pred, [fields[i] for i in best.tolist()]
 
 
 def _interpolate(p: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor, bits: int) -> torch.Tensor:
