@@ -383,6 +383,11 @@ def _best_field(x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, fields: tu
     return field, pred
 
 
+def _fields_for(block: int, fields: tuple[str, ...]) -> tuple[str, ...]:
+    """The motion fields among ``fields`` that a P-frame can use with ``block`` x ``block`` blocks."""
+    return tuple(f for f in fields if mvcoding.has_mode(block, f))
+
+
 def _plane_mask(x_syn: torch.Tensor, pred: torch.Tensor, x: torch.Tensor) -> int:
     """Bit ``i`` set where plane ``i`` of the prediction is closer to ``x`` than the synthesis (MSE)."""
     mask = 0
@@ -612,8 +617,9 @@ class InterModel(_GainedHyperprior):
 
         ``decide`` says how the block size is chosen:
 
-        - ``"coded"``: the picture is coded once per block size (with and without the latent), in
-          increasing order, stopping at the first size that costs more than the one before;
+        - ``"coded"``: the picture is coded once per block size (with and without the latent), from 16x16
+          up, stopping at the first size that costs more than the one before; where no larger size pays,
+          from 16x16 down likewise (8x8 blocks pay where the motion is detailed);
         - ``"estimate"``: every size is searched and ranked without synthesis (the costly part of a
           coding): the picture is coded with the latent only at the size of the fewest estimated bits
           (the vectors' real bits plus the latent's, from the entropy model's likelihoods of its rounded
@@ -626,7 +632,8 @@ class InterModel(_GainedHyperprior):
         if decide not in ("coded", "estimate"):
             raise ValueError(f'unknown block size decision "{decide}" (coded, estimate)')
         if decide == "estimate":
-            est = [self._estimate(x, ref, block, q, lam, fields) for block in blocks]
+            est = [self._estimate(x, ref, block, q, lam, _fields_for(block, fields)) for block in blocks
+                   if _fields_for(block, fields)]
             by_pred = min(est, key=lambda e: e["pred_distortion"] + e["mv_bits"])
             by_latent = min(est, key=lambda e: e["bits"] + ESTIMATE_PREDICTION_WEIGHT * e["pred_distortion"])
             cands = [self._code_picture(x, ref, by_latent["mv"], q, pred=by_latent["pred"], field=by_latent["field"])]
@@ -637,18 +644,31 @@ class InterModel(_GainedHyperprior):
             out["x_hat"] = out.pop("x_syn")  # synthesised as the decoder does already
             del out["y_hat"], out["pred"]
             return out
-        best = None
-        for block in blocks:
+
+        def coded(block):
             mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
-            field, pred = _best_field(x, ref, mv, fields)
+            field, pred = _best_field(x, ref, mv, _fields_for(block, fields))
             cands = [self._code_picture(x, ref, mv, q, pred=pred, field=field)]
             if skip:
                 cands.append(self._code_picture(x, ref, mv, q, skip=True, pred=pred, field=field))
-            cost, out = min(((coded_cost(c["x_syn"], x, c["strings"][0], q), c) for c in cands),
-                            key=lambda t: t[0])
-            if best is not None and cost >= best[0]:
-                break  # the cost falls then rises with the block size: a larger block will not win either
-            best = (cost, out)
+            return min(((coded_cost(c["x_syn"], x, c["strings"][0], q), c) for c in cands), key=lambda t: t[0])
+
+        # the cost falls then rises with the block size: from the first size of motion.BLOCK or more, go up
+        # while the cost falls; where no larger size paid, go down from there while it falls
+        sizes = sorted(b for b in blocks if _fields_for(b, fields))
+        start = next((i for i, b in enumerate(sizes) if b >= motion.BLOCK), len(sizes) - 1)
+        best, went_up = coded(sizes[start]), False
+        for block in sizes[start + 1:]:
+            cand = coded(block)
+            if cand[0] >= best[0]:
+                break
+            best, went_up = cand, True
+        if not went_up:
+            for block in reversed(sizes[:start]):
+                cand = coded(block)
+                if cand[0] >= best[0]:
+                    break
+                best = cand
         out = best[1]
         # every candidate was synthesised as the decoder does (in bands, as fast as one pass on all
         # threads), so the chosen one needs no second synthesis

@@ -43,7 +43,10 @@ def _block_sad(diff: torch.Tensor, b: int, window: bool = False) -> torch.Tensor
     """Mean absolute difference per ``b`` x ``b`` block. With ``window``, over a window twice the
     block size centred on it (steadier; only valid when every pixel has the same candidate shift)."""
     if window:
-        return F.avg_pool2d(diff.abs(), 2 * b, b, padding=b // 2, count_include_pad=False)
+        # 2b x 2b for even b; a 1-pixel block (8x8 blocks at the coarsest of 3 levels) gets 3 x 3, so that
+        # there is one window per block
+        k = 2 * b + (b & 1)
+        return F.avg_pool2d(diff.abs(), k, b, padding=(k - b) // 2, count_include_pad=False)
     return F.avg_pool2d(diff.abs(), b, b)
 
 

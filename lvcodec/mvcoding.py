@@ -20,9 +20,10 @@ Residuals in [-:data:`RANGE`, :data:`RANGE`] are coded with the table; the rest 
 (the table's last symbol, then the value in bypass chunks). The tables are fixed CDFs in the inter weights,
 fitted on training videos by ``tools/fit_priors.py``.
 
-The field's block size (16, 32 or 64 luma pixels, :data:`BLOCK_SIZES`) and how it is applied (the motion field,
-:data:`lvcodec.motion.FIELDS`) are chosen by the encoder per frame and coded first, in one symbol
-(:func:`encode_block_size`); every size and field uses the same tables.
+The field's block size (8, 16, 32 or 64 luma pixels, :data:`BLOCK_SIZES`) and how it is applied (the motion
+field, :data:`lvcodec.motion.FIELDS`) are chosen by the encoder per frame and coded first, in one symbol
+(the motion mode, :data:`MOTION_MODES`, :func:`encode_block_size`); every size and field uses the same
+tables.
 
 Coding order: anti-diagonals of the block grid (``i + j`` = 0, 1, ...), and within one, the x residuals of
 its blocks top to bottom, then their y residuals. Every context then depends on an earlier diagonal or on
@@ -35,14 +36,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .motion import FIELDS
 
-#: Motion block sizes (luma pixels) a P-frame may use, by index: the encoder picks one per frame and codes its
-#: index first, with :data:`BLOCK_SIZE_CDF` (SPEC §7.1)
-BLOCK_SIZES = (16, 32, 64)
-#: fixed range-coder table of the motion mode ``k = 3 * field + size`` (field: the index in
-#: :data:`lvcodec.motion.FIELDS`, size: the index in :data:`BLOCK_SIZES`): 0..5 equally likely, then the escape
-BLOCK_SIZE_CDF = (0, 10923, 21845, 32768, 43690, 54613, 65535, 65536)
+#: Motion block sizes (luma pixels) a P-frame may use; the encoder picks one per frame
+BLOCK_SIZES = (8, 16, 32, 64)
+#: the motion modes (field, block size) a P-frame may use, by index ``k``: coded first, with
+#: :data:`MOTION_MODE_CDF` (SPEC §7.1); 8x8 blocks only with the block field
+MOTION_MODES = (("smooth", 16), ("smooth", 32), ("smooth", 64), ("block", 16), ("block", 32), ("block", 64),
+                ("block", 8))
+#: fixed range-coder table of the motion mode: the smooth field's modes 1/64 each (the encoder uses the block
+#: field), the block field's four about 15/64 each, then the escape
+MOTION_MODE_CDF = (0, 1024, 2048, 3072, 18688, 34304, 49920, 65535, 65536)
 RANGE = 64  # residuals in [-RANGE, RANGE] (quarter-pel) have a table entry; larger ones escape
 BUCKETS = (1, 3, 9, 25)  # |left| + |top| thresholds: 5 buckets
 NB = len(BUCKETS) + 1
@@ -146,22 +149,30 @@ class VectorTables:
         self.args = (cdf.tolist(), [cdf.shape[1]] * cdf.shape[0], [-RANGE] * cdf.shape[0])
 
 
-_BLOCK_TABLES = ([list(BLOCK_SIZE_CDF)], [len(BLOCK_SIZE_CDF)], [0])
+_BLOCK_TABLES = ([list(MOTION_MODE_CDF)], [len(MOTION_MODE_CDF)], [0])
+
+
+def has_mode(block: int, field: str) -> bool:
+    """Whether a P-frame can use blocks of ``block`` luma pixels with the motion field ``field``."""
+    return (field, block) in MOTION_MODES
 
 
 def encode_block_size(w, block: int, field: str = "smooth") -> None:
-    """Put the motion block size ``block`` (one of :data:`BLOCK_SIZES`) and field ``field`` (one of
-    :data:`lvcodec.motion.FIELDS`) into ``w``, as one symbol."""
-    w.put_with_tables([len(BLOCK_SIZES) * FIELDS.index(field) + BLOCK_SIZES.index(block)], [0], _BLOCK_TABLES)
+    """Put the motion block size ``block`` and field ``field`` (one of :data:`MOTION_MODES`) into ``w``, as
+    one symbol."""
+    if not has_mode(block, field):
+        raise ValueError(f"no motion mode for {block}x{block} blocks with the {field} field")
+    w.put_with_tables([MOTION_MODES.index((field, block))], [0], _BLOCK_TABLES)
 
 
 def decode_block_size(r) -> tuple[int, str]:
     """Inverse of :func:`encode_block_size`: (block size, field); a corrupt symbol (the escape) is an
     error, not a guess."""
     (k,) = r.get_with_tables([0], _BLOCK_TABLES)
-    if not 0 <= k < len(BLOCK_SIZES) * len(FIELDS):
+    if not 0 <= k < len(MOTION_MODES):
         raise ValueError(f"corrupt stream: motion mode {k}")
-    return BLOCK_SIZES[k % len(BLOCK_SIZES)], FIELDS[k // len(BLOCK_SIZES)]
+    field, block = MOTION_MODES[k]
+    return block, field
 
 
 #: fixed range-coder table of a P-frame's latent flag: 0 = the latent (ẑ, ŷ) follows the vectors, 1 = none

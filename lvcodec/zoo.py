@@ -22,7 +22,7 @@ def mv_lambda(q: int) -> float:
 def _encoder_version(decide: str, refine: int) -> str:
     """Names a preset's encoder choices (benchmark results are cached under it)."""
     blocks = "stop-exact" if decide == "coded" else "by-estimate"
-    return f"keyframe-refine-{refine}-best+blocks-16-32-64-{blocks}+skip+plane-mask+p-offsets-0-1-1-1+layer-2+block-field"
+    return f"keyframe-refine-{refine}-best+blocks-8-16-32-64-{blocks}+skip+plane-mask+p-offsets-0-1-1-1+layer-2+block-field"
 
 
 def weights_hash() -> bytes:
@@ -70,8 +70,9 @@ class HyperpriorV1(CodecModel):
     #: fast); about 2.4 s per 640x368 picture on 2 cores, -2.3 % BD-rate (MODEL_CARD.md)
     KEYFRAME_REFINE_STEPS = 20
     #: motion block sizes a P-frame may use (InterModel.encode; any subset of mvcoding.BLOCK_SIZES decodes):
-    #: 16 only is about twice as fast to encode, -15 % BD-rate with all three
-    MOTION_BLOCKS = (16, 32, 64)
+    #: 16 only is about twice as fast to encode, -15 % BD-rate with 16, 32 and 64; 8 (tried only where 32
+    #: does not beat 16) pays on detailed motion (MODEL_CARD.md)
+    MOTION_BLOCKS = (8, 16, 32, 64)
     #: motion fields a P-frame may use (InterModel.encode; both decode): the block field alone, since on the
     #: bench clips it beat choosing per picture by the prediction's error (MODEL_CARD.md)
     MOTION_FIELDS = ("block",)

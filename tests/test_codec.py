@@ -172,6 +172,7 @@ def test_estimated_block_size_codes_what_the_estimates_pick(monkeypatch):
     at the one of the cheapest prediction, and decodes exactly."""
     import torch
 
+    from lvcodec import mvcoding
     from lvcodec.frames import to_tensor
     from lvcodec.models import ESTIMATE_PREDICTION_WEIGHT, NUM_QUALITIES, InterModel
     from lvcodec.zoo import load_models, mv_lambda
@@ -185,7 +186,7 @@ def test_estimated_block_size_codes_what_the_estimates_pick(monkeypatch):
         (2 * x.shape[-1] // mv.shape[-1], skip)) or code(self, x, ref, mv, q, skip, **k))
     for q in (0, NUM_QUALITIES - 1):
         lam = mv_lambda(q + 1)
-        est = {b: inter._estimate(x, ref, b, q, lam) for b in (16, 32, 64)}
+        est = {b: inter._estimate(x, ref, b, q, lam) for b in mvcoding.BLOCK_SIZES}
         assert all(0 < e["mv_bits"] < e["bits"] and 0 < e["pred_distortion"] for e in est.values())
         latent = min(est, key=lambda b: est[b]["bits"] + ESTIMATE_PREDICTION_WEIGHT * est[b]["pred_distortion"])
         alone = min(est, key=lambda b: est[b]["pred_distortion"] + est[b]["mv_bits"])

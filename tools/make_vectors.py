@@ -36,9 +36,11 @@ VECTORS = {
     "wide-200x40-q5": (200, 40, 4, 5, 3, "more than one hyper-latent column, keyint 3"),
     "layer-128x64-q6": (128, 64, 4, 6, 32, "thin lines: I- and P-frames with the residual layer (SPEC §7.2)"),
     "smooth-96x64-q4": (96, 64, 4, 4, 32, "P-frames with the smooth motion field (SPEC §7.1)"),
+    "block8-96x64-q6": (96, 64, 4, 6, 32, "P-frames with 8x8 motion blocks (SPEC §7.1)"),
 }
-#: vectors whose P-frames the encoder codes with the smooth motion field (the shipped encoder uses the block one)
-SMOOTH_FIELD = {"smooth-96x64-q4"}
+#: encoder settings (HyperpriorV1 attributes) of the vectors that need a mode the encoder would not pick
+#: on their clip: the smooth motion field (the shipped encoder uses the block one), 8x8 blocks alone
+ENCODER = {"smooth-96x64-q4": {"MOTION_FIELDS": ("smooth",)}, "block8-96x64-q6": {"MOTION_BLOCKS": (8,)}}
 
 
 def grid_clip(n: int, width: int, height: int):
@@ -71,12 +73,15 @@ def main() -> None:
         d.mkdir(parents=True, exist_ok=True)
         with open(d / "stream.lvc", "wb") as f:
             pics = grid_clip(n, w, h) if name.startswith("layer") else demo_clip(n, w, h)
-            fields = HyperpriorV1.MOTION_FIELDS
-            HyperpriorV1.MOTION_FIELDS = ("smooth",) if name in SMOOTH_FIELD else fields
+            settings = ENCODER.get(name, {})
+            saved = {a: getattr(HyperpriorV1, a) for a in settings}
+            for a, v in settings.items():
+                setattr(HyperpriorV1, a, v)
             try:
                 encode_pictures(pics, f, w, h, Fraction(25), quality=q, keyint=k)
             finally:
-                HyperpriorV1.MOTION_FIELDS = fields
+                for a, v in saved.items():
+                    setattr(HyperpriorV1, a, v)
         decoded = list(lvcodec.decode(str(d / "stream.lvc")))
         expected = {"description": about, "width": w, "height": h, "frames": len(decoded), "quality": q,
                     "keyint": k, "weights_sha256": weights_hash().hex(), "lvcodec": lvcodec.__version__,
