@@ -21,7 +21,7 @@ encoder and every decoder get the same bits on any machine, thread count or devi
 
 :class:`InterModel` codes a P-frame given its motion-compensated prediction ``pred`` (built from the
 *decoded* previous frame): the analysis sees the frame and the prediction, the synthesis adds a
-correction to the prediction, fusing its features with the prediction at the end. Its motion field (16, 32
+correction to the prediction, fusing its features with the prediction at the end. Its motion field (8, 16, 32
 or 64 pixel blocks, the encoder's choice per frame, applied block by block or upsampled smoothly as the
 stream says) is coded with the context tables of :mod:`lvcodec.mvcoding`;
 a factorized ``EntropyBottleneck`` over the vector residuals prices them in training. The encoder may also

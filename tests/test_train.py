@@ -117,7 +117,7 @@ def lvc(*args):
     (lambda s: s.split("[[stage]]")[0], "no [[stage]]"),
     (lambda s: s.replace("[train]", "[train]\nlambdas = [1, 2]"), "[train].lambdas = [1, 2] should be a list of 8"),
     (lambda s: s.replace("[train]", "[train]\nmotion_blocks = [16, 48]"),
-     "[train].motion_blocks = [16, 48] should be a list of motion block sizes among 16, 32, 64"),
+     "[train].motion_blocks = [16, 48] should be a list of motion block sizes among 8, 16, 32, 64"),
 ])
 def test_bad_config_is_one_line_exit_2(tmp_path, data_dir, edit, message):
     cfg = tmp_path / "c.toml"

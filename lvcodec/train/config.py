@@ -210,8 +210,10 @@ def _qualities(v):
 
 
 def _motion_blocks(v):
-    if not isinstance(v, list) or not v or not all(isinstance(x, int) and x in (16, 32, 64) for x in v):
-        raise _Bad("should be a list of motion block sizes among 16, 32, 64")
+    from ..mvcoding import BLOCK_SIZES
+
+    if not isinstance(v, list) or not v or not all(isinstance(x, int) and x in BLOCK_SIZES for x in v):
+        raise _Bad(f"should be a list of motion block sizes among {', '.join(map(str, BLOCK_SIZES))}")
     return tuple(sorted(set(v)))
 
 
