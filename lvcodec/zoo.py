@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-8b0f1ff1.safetensors", "8b0f1ff1858657ba0a61b839088cca46bda78d60e7f9b2e625e65838c70645a5"),
-    "inter": ("inter-ecbe1c15.safetensors", "ecbe1c152fd1ceab11fc9c8492514230dcb3a97c3478f3925654db40b5862ba4"),
+    "intra": ("intra-96e414fb.safetensors", "96e414fb45b102170bf24c1ee5cc04247350b533c67537904e59bc6502d8d5a4"),
+    "inter": ("inter-5f6e41ba.safetensors", "5f6e41baa58edb7f6a3d8e7211ca3106698855dd9c1156b342959d6812d134d6"),
 }
 
 
