@@ -655,20 +655,20 @@ class InterModel(_GainedHyperprior):
 
         # the cost falls then rises with the block size: from the first size of motion.BLOCK or more, go up
         # while the cost falls; where no larger size paid, go down from there while it falls
-        sizes = sorted(b for b in blocks if _fields_for(b, fields))
-        start = next((i for i, b in enumerate(sizes) if b >= motion.BLOCK), len(sizes) - 1)
-        best, went_up = coded(sizes[start]), False
-        for block in sizes[start + 1:]:
-            cand = coded(block)
-            if cand[0] >= best[0]:
-                break
-            best, went_up = cand, True
-        if not went_up:
-            for block in reversed(sizes[:start]):
+        def walk(best, order):
+            moved = False
+            for block in order:
                 cand = coded(block)
                 if cand[0] >= best[0]:
                     break
-                best = cand
+                best, moved = cand, True
+            return best, moved
+
+        sizes = sorted(b for b in blocks if _fields_for(b, fields))
+        start = next((i for i, b in enumerate(sizes) if b >= motion.BLOCK), len(sizes) - 1)
+        best, went_up = walk(coded(sizes[start]), sizes[start + 1:])
+        if not went_up:
+            best, _ = walk(best, reversed(sizes[:start]))
         out = best[1]
         # every candidate was synthesised as the decoder does (in bands, as fast as one pass on all
         # threads), so the chosen one needs no second synthesis
