@@ -151,10 +151,51 @@ def _interpolate_reference(p: np.ndarray, dx: int, dy: int, bits: int) -> np.nda
     return out
 
 
+def _luma_reference(p: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """H.264's luma interpolation of a whole plane moved by (dx, dy) quarter samples, edges repeated, written
+    out sample by sample with the standard's names (ITU-T H.264 §8.4.2.2.1; SPEC §7.1)."""
+    h, w = p.shape
+    at = lambda yy, xx: int(p[min(max(yy, 0), h - 1), min(max(xx, 0), w - 1)])
+    tap = lambda v: v[0] - 5 * v[1] + 20 * v[2] + 20 * v[3] - 5 * v[4] + v[5]
+    clip = lambda v: min(max(v, 0), 255)
+    b1 = lambda yy, xx: tap([at(yy, xx + k) for k in range(-2, 4)])  # between (yy, xx) and (yy, xx + 1)
+    h1 = lambda yy, xx: tap([at(yy + k, xx) for k in range(-2, 4)])  # between (yy, xx) and (yy + 1, xx)
+    half_b = lambda yy, xx: clip((b1(yy, xx) + 16) >> 5)
+    half_h = lambda yy, xx: clip((h1(yy, xx) + 16) >> 5)
+    centre = lambda yy, xx: clip((tap([b1(yy + k, xx) for k in range(-2, 4)]) + 512) >> 10)
+    avg = lambda u, v: (u + v + 1) >> 1
+    out = np.zeros_like(p)
+    for i in range(h):
+        for j in range(w):
+            x, y, fx, fy = j + (dx >> 2), i + (dy >> 2), dx & 3, dy & 3
+            G, H, M = at(y, x), at(y, x + 1), at(y + 1, x)
+            b, hh, jj = half_b(y, x), half_h(y, x), centre(y, x)
+            m, s = half_h(y, x + 1), half_b(y + 1, x)
+            out[i, j] = {
+                (0, 0): G, (1, 0): avg(G, b), (2, 0): b, (3, 0): avg(H, b),
+                (0, 1): avg(G, hh), (1, 1): avg(b, hh), (2, 1): avg(b, jj), (3, 1): avg(b, m),
+                (0, 2): hh, (1, 2): avg(hh, jj), (2, 2): jj, (3, 2): avg(jj, m),
+                (0, 3): avg(M, hh), (1, 3): avg(hh, s), (2, 3): avg(jj, s), (3, 3): avg(m, s),
+            }[fx, fy]
+    return out
+
+
+@pytest.mark.parametrize("dx, dy", [(dx, dy) for dx in range(-5, 3) for dy in (-6, -3, 0, 1, 2, 3, 9)])
+def test_luma_interpolation_is_h264s_at_every_quarter_sample_position(dx, dy):
+    """Luma of the block field is interpolated exactly as H.264 does (6-tap half samples, quarter samples
+    the rounded-up mean of two neighbours), at all 16 sub-sample phases, whole and negative offsets, and
+    across the picture's edges."""
+    rng = np.random.default_rng(1000 + dx * 31 + dy)
+    p = rng.integers(0, 256, (12, 20)).astype(np.int64)
+    v = torch.full((1, 12, 20), 0, dtype=torch.long)
+    got = motion._interpolate_luma(torch.from_numpy(p)[None, None], v + dx, v + dy)[0, 0].numpy()
+    assert np.array_equal(got, _luma_reference(p, dx, dy))
+
+
 def test_the_block_field_moves_each_block_by_integer_interpolation():
     """The "block" field moves each block of the 8-bit reference by its own vector, luma in quarter-pel
-    and chroma (half the vector) in eighth-pel steps, with H.264's integer bilinear weights: the decoder
-    computes the same integers everywhere."""
+    steps with H.264's 6-tap interpolation and chroma (half the vector) in eighth-pel steps with H.264's
+    integer bilinear weights: the decoder computes the same integers everywhere."""
     from lvcodec.frames import Picture
 
     rng = np.random.default_rng(3)
@@ -166,7 +207,7 @@ def test_the_block_field_moves_each_block_by_integer_interpolation():
     for bi in range(2):
         for bj in range(2):
             dx, dy = int(mv[0, 0, bi, bj]), int(mv[0, 1, bi, bj])
-            luma_ref = _interpolate_reference(y.astype(np.int64), dx, dy, 2)
+            luma_ref = _luma_reference(y.astype(np.int64), dx, dy)
             block = np.s_[32 * bi:32 * (bi + 1), 32 * bj:32 * (bj + 1)]
             assert np.array_equal(py[block], luma_ref[block])
             for c, plane in ((4, u), (5, v)):
