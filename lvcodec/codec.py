@@ -159,6 +159,8 @@ class Decoder:
             if isinstance(e, BitstreamError):
                 raise
             raise BitstreamError(f"corrupt payload in packet pts={packet.pts}: {e}") from None
+        if not torch.isfinite(x_hat).all():  # any model: NaN has no 8-bit value
+            raise BitstreamError(f"corrupt payload in packet pts={packet.pts}: the decoded picture is not finite")
         self.ref = quantize8(x_hat)
         return [from_tensor(self.ref, self.header.width, self.header.height, packet.pts)]
 

@@ -119,6 +119,10 @@ class HyperpriorV1(CodecModel):
 
     @staticmethod
     def _decode_layer(substreams, x_hat):
+        import torch
+
+        if not torch.isfinite(x_hat).all():  # a corrupt latent can drive the synthesis to inf or NaN
+            raise ValueError("corrupt stream: the synthesised picture is not finite")
         if len(substreams) < 2:
             return x_hat
         from . import layer

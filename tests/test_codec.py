@@ -244,3 +244,24 @@ def test_only_streams_with_p_frames_refine_their_i_frames(clip_pics, monkeypatch
     assert calls == []
     encode_stream(clip_pics[:5], quality=4, keyint=4)  # I P P P I
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", ["intra", "inter"])
+def test_a_latent_that_synthesises_nan_is_a_clean_error(kind, clip_pics, tmp_path, monkeypatch):
+    """A corrupt latent can drive the synthesis to inf or NaN, which has no 8-bit value: the decoder names
+    the packet instead of writing platform-defined samples."""
+    from lvcodec.errors import BitstreamError
+    from lvcodec.models import InterModel, IntraModel
+
+    data, _ = encode_stream(clip_pics[:2], quality=4, keyint=2)
+    model = IntraModel if kind == "intra" else InterModel
+    decompress = model.decompress
+
+    def poisoned(self, *args, **kwargs):
+        out = decompress(self, *args, **kwargs)
+        out["x_hat"][..., 0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(model, "decompress", poisoned)
+    with pytest.raises(BitstreamError, match=r"pts=%d: .*not finite" % (0 if kind == "intra" else 1)):
+        decode_stream(data, tmp_path)
