@@ -148,12 +148,14 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
     # candidate is its block's vector plus one (dx, dy) in -2..2 quarter pels, so the whole picture reads
     # one phase of the interpolated reference at one offset
     b, _, h, w = cur.shape
-    ref8 = torch.round(ref).long()
     fx = mv[:, 0].repeat_interleave(block, 1).repeat_interleave(block, 2)
     fy = mv[:, 1].repeat_interleave(block, 1).repeat_interleave(block, 2)
-    x0, y0 = int(fx.min()) - 1, int(fy.min()) - 1
-    gw, gh = w + int(fx.max()) - x0, h + int(fy.max()) - y0
-    phases = _luma_phases(ref8, x0, y0, gw, gh).reshape(b, 16, -1)
+    # one interpolated window serves every candidate below (the predicted vectors lie within the range of
+    # the searched ones; zero is added)
+    x0, y0 = min(int(fx.min()) - 1, 0), min(int(fy.min()) - 1, 0)
+    gw, gh = w + max(int(fx.max()), 0) - x0, h + max(int(fy.max()), 0) - y0
+    phases = _luma_phases(torch.round(ref).long(), x0, y0, gw, gh)
+    flat = phases.reshape(b, 16, -1)
     at = ((torch.arange(h, device=cur.device).view(1, h, 1) + fy - y0) * gw
           + torch.arange(w, device=cur.device).view(1, 1, w) + fx - x0).view(b, -1)
     mv = mv * 4
@@ -163,7 +165,7 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
     for dy in range(-2, 3):
         for dx in range(-2, 3):
             cand = base + torch.tensor([dx, dy], device=mv.device).view(1, 2, 1, 1)
-            p = phases[:, (dy & 3) * 4 + (dx & 3)].gather(1, at + (dy >> 2) * gw + (dx >> 2))
+            p = flat[:, (dy & 3) * 4 + (dx & 3)].gather(1, at + (dy >> 2) * gw + (dx >> 2))
             cost = _block_sad(cur - p.view(b, 1, h, w).to(cur.dtype), block)
             cost = cost + lam * (cand.float() - pred_mv).abs().sum(1, keepdim=True)
             if best is None:
@@ -179,7 +181,7 @@ def search(cur6: torch.Tensor, ref6: torch.Tensor, lam: float | torch.Tensor = 0
     for cand in (mv, pred, torch.zeros_like(mv)):
         vx = cand[:, 0].long().repeat_interleave(block, 1).repeat_interleave(block, 2)
         vy = cand[:, 1].long().repeat_interleave(block, 1).repeat_interleave(block, 2)
-        cost = _block_sad(cur - _interpolate_luma(ref8, vx, vy).to(cur.dtype), block)
+        cost = _block_sad(cur - _read_phases(phases, x0, y0, vx, vy).to(cur.dtype), block)
         cost = cost + lam * (cand.float() - pred).abs().sum(1, keepdim=True)
         if best is None:
             best, out = cost, cand
@@ -276,18 +278,24 @@ def _luma_phases(p: torch.Tensor, x0: int, y0: int, w: int, h: int) -> torch.Ten
     return torch.stack(out, 1)
 
 
+def _read_phases(phases: torch.Tensor, x0: int, y0: int, vx: torch.Tensor, vy: torch.Tensor) -> torch.Tensor:
+    """Samples of :func:`_luma_phases` (B, 16, gh, gw) made from (``x0``, ``y0``) at the per-sample
+    quarter-pel vectors ``vx``, ``vy`` (B, H, W; int64): (B, 1, H, W) int64."""
+    b, _, gh, gw = phases.shape
+    h, w = vx.shape[-2:]
+    row = torch.arange(h, device=vx.device).view(1, h, 1) + (vy >> 2) - y0
+    col = torch.arange(w, device=vx.device).view(1, 1, w) + (vx >> 2) - x0
+    idx = ((vy & 3) * 4 + (vx & 3)) * (gh * gw) + row * gw + col
+    return phases.reshape(b, -1).gather(1, idx.view(b, -1)).view(b, 1, h, w).long()
+
+
 def _interpolate_luma(p: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor) -> torch.Tensor:
     """The 8-bit luma plane ``p`` (B, 1, H, W; int64) displaced by the per-sample quarter-pel vectors ``vx``,
     ``vy`` (B, H, W; int64), interpolated as H.264 does (:func:`_luma_phases`); (B, 1, H, W) int64."""
-    b, _, h, w = p.shape
-    ix, iy = vx >> 2, vy >> 2
-    x0, y0 = int(ix.min()), int(iy.min())
-    gw, gh = w + int(ix.max()) - x0, h + int(iy.max()) - y0
-    phases = _luma_phases(p, x0, y0, gw, gh).reshape(b, -1)
-    row = torch.arange(h, device=p.device).view(1, h, 1) + iy - y0
-    col = torch.arange(w, device=p.device).view(1, 1, w) + ix - x0
-    idx = ((vy & 3) * 4 + (vx & 3)) * (gh * gw) + row * gw + col
-    return phases.gather(1, idx.view(b, -1)).view(b, 1, h, w).long()
+    h, w = p.shape[-2:]
+    x0, y0 = int((vx >> 2).min()), int((vy >> 2).min())
+    phases = _luma_phases(p, x0, y0, w + int((vx >> 2).max()) - x0, h + int((vy >> 2).max()) - y0)
+    return _read_phases(phases, x0, y0, vx, vy)
 
 
 def _compensate_blocks(ref6: torch.Tensor, mv: torch.Tensor) -> torch.Tensor:
