@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-96e414fb.safetensors", "96e414fb45b102170bf24c1ee5cc04247350b533c67537904e59bc6502d8d5a4"),
-    "inter": ("inter-5f6e41ba.safetensors", "5f6e41baa58edb7f6a3d8e7211ca3106698855dd9c1156b342959d6812d134d6"),
+    "intra": ("intra-e92f5d92.safetensors", "e92f5d92ff6ee8b4cdf4296e3e1ea1a1b19b9675c9ac58cd1195851aaa476d4f"),
+    "inter": ("inter-8506ab20.safetensors", "8506ab20c2a7d49cefe5e42b2311bbbd9cf8f822f9c76c7ebff8f15544d73317"),
 }
 
 
