@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.entropy_models.entropy_models import EntropyModel
@@ -140,23 +141,35 @@ def _medians(eb: EntropyBottleneck) -> torch.Tensor:
     return eb._get_medians().detach().view(1, -1, 1, 1)
 
 
-def put_factorized(w: RansWriter, eb: EntropyBottleneck, x: torch.Tensor, first: int = 0) -> torch.Tensor:
+def put_factorized(w: RansWriter, eb: EntropyBottleneck, x: torch.Tensor, first: int = 0,
+                   region: torch.Tensor | None = None) -> torch.Tensor:
     """Code ``x`` (1, C, H, W) with the factorized prior ``eb`` (symbols around its medians, as
     ``EntropyBottleneck.compress`` does), channel c of ``x`` by channel ``first + c`` of ``eb``; returns the
-    dequantized values the decoder will get."""
+    dequantized values the decoder will get. With ``region`` (H, W booleans) only the samples it sets are
+    coded (all channels, in the same order); the others are symbol 0 (the medians)."""
     c = x.size(1)
     med = _medians(eb)[:, first:first + c]
     symbols = torch.round(x - med)
-    w.put(eb, symbols, eb._build_indexes(x.size()) + first)
+    indexes = eb._build_indexes(x.size()) + first
+    if region is None:
+        w.put(eb, symbols, indexes)
+    else:
+        symbols = symbols * region.to(symbols.device)
+        w.put(eb, symbols[..., region.to(symbols.device)], indexes[..., region.to(indexes.device)])
     return symbols + med
 
 
 def get_factorized(r: RansReader, eb: EntropyBottleneck, shape: tuple[int, int], channels: int | None = None,
-                   first: int = 0) -> torch.Tensor:
+                   first: int = 0, region: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse of :func:`put_factorized` for a (1, ``channels``, *shape) tensor (default: all of ``eb``'s)."""
     c = eb._quantized_cdf.size(0) if channels is None else channels
     indexes = eb._build_indexes((1, c, *shape)) + first
-    return r.get(eb, indexes) + _medians(eb)[:, first:first + c]
+    med = _medians(eb)[:, first:first + c]
+    if region is None:
+        return r.get(eb, indexes) + med
+    symbols = torch.zeros(indexes.shape, device=med.device)
+    symbols[..., region.to(med.device)] = r.get(eb, indexes[..., region.to(indexes.device)]).to(med.device)
+    return symbols + med
 
 
 def _grouped_likelihoods(eb: EntropyBottleneck, x: torch.Tensor, q: torch.Tensor, training: bool | None = None,
@@ -179,6 +192,11 @@ def _grouped_likelihoods(eb: EntropyBottleneck, x: torch.Tensor, q: torch.Tensor
 def _round_ste(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     """``x`` rounded to the integer grid offset by ``centre``, with a straight-through gradient."""
     return x + (torch.round(x - centre) + centre - x).detach()
+
+
+def _latent_region(region: torch.Tensor) -> torch.Tensor:
+    """The region grid of ẑ samples (Hz, Wz) spread over the samples of ŷ (4x finer in each direction)."""
+    return region.repeat_interleave(4, 0).repeat_interleave(4, 1)
 
 
 class _GainedHyperprior(CompressionModel):
@@ -262,24 +280,45 @@ class _GainedHyperprior(CompressionModel):
         g = self._g(self.gain, self._qt(z_g_hat, q))
         return means * g, scales.abs() * g
 
-    def _put_latent(self, w: RansWriter, y: torch.Tensor, q: int) -> torch.Tensor:
-        """Code the latent ``y`` (ẑ, then ŷ given ẑ) into ``w``; returns ŷ exactly as the decoder gets it."""
+    def _put_latent(self, w: RansWriter, y: torch.Tensor, q: int, region: torch.Tensor | None = None,
+                    bits: dict | None = None) -> torch.Tensor:
+        """Code the latent ``y`` (ẑ, then ŷ given ẑ) into ``w``; returns ŷ exactly as the decoder gets it.
+        With ``region`` (a boolean (Hz, Wz) grid, one per sample of ẑ) only the samples of ẑ it sets and the
+        4x4 samples of ŷ under each are coded; the others are symbol 0 (ẑ its median, ŷ its mean). With
+        ``bits``, puts there the estimated bits of every sample of ẑ (``"z"``, (1, 1, Hz, Wz)) and of ŷ
+        (``"y"``, (1, 1, Hy, Wy)), summed over channels, from the probabilities of their symbols."""
         qt = self._qt(y, q)
         y_g = y * self._g(self.gain, qt)
         z_g = self.h_a(y_g) * self._g(self.zgain, qt)
-        z_g_hat = put_factorized(w, self.entropy_bottleneck, z_g, first=self.Nz * q)
+        z_g_hat = put_factorized(w, self.entropy_bottleneck, z_g, first=self.Nz * q, region=region)
         means, scales = self._params_exact(z_g_hat, q)
         gc = self.gaussian_conditional
         symbols = torch.round(y_g - means)
-        w.put(gc, symbols, gc.build_indexes(scales))
+        if region is None:
+            w.put(gc, symbols, gc.build_indexes(scales))
+        else:
+            sel = _latent_region(region)
+            symbols = symbols * sel
+            w.put(gc, symbols[..., sel], gc.build_indexes(scales)[..., sel])
+        if bits is not None:
+            z_lik = _grouped_likelihoods(self.entropy_bottleneck, z_g_hat, qt, rounded=True)
+            y_lik = gc.likelihood_lower_bound(gc._likelihood(symbols + means, scales, means))
+            bits["z"] = -torch.log2(z_lik).sum(1, keepdim=True)
+            bits["y"] = -torch.log2(y_lik).sum(1, keepdim=True)
         # ŷ' = symbols + means, the same elementwise sum the decoder computes
         return (symbols + means) * self._g(self.inv_gain, qt)
 
-    def _get_latent(self, r: RansReader, shape: tuple[int, int], q: int) -> torch.Tensor:
+    def _get_latent(self, r: RansReader, shape: tuple[int, int], q: int, region: torch.Tensor | None = None) -> torch.Tensor:
         """Inverse of :meth:`_put_latent`: ŷ from the stream, ``shape`` the size of ẑ."""
-        z_g_hat = get_factorized(r, self.entropy_bottleneck, shape, channels=self.Nz, first=self.Nz * q)
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        z_g_hat = get_factorized(r, eb, shape, channels=self.Nz, first=self.Nz * q, region=region)
         means, scales = self._params_exact(z_g_hat, q)
-        symbols = r.get(self.gaussian_conditional, self.gaussian_conditional.build_indexes(scales))
+        if region is None:
+            symbols = r.get(gc, gc.build_indexes(scales))
+        else:
+            sel = _latent_region(region.to(scales.device))
+            symbols = torch.zeros(scales.shape, device=scales.device)
+            symbols[..., sel] = r.get(gc, gc.build_indexes(scales)[..., sel]).to(scales.device)
         return (symbols + means) * self._g(self.inv_gain, self._qt(symbols, q))
 
     def _rd_cost(self, y_g: torch.Tensor, q: int, distortion) -> torch.Tensor:
@@ -406,6 +445,24 @@ def _compose(x_syn: torch.Tensor, pred: torch.Tensor, mask: int) -> torch.Tensor
         if mask >> i & 1:
             out[:, sl] = pred[:, sl]
     return out
+
+
+#: layout samples (half the luma resolution) per side of a region of a MASKED P-frame: 64x64 luma, one
+#: sample of ẑ
+REGION = 32
+
+
+def _spread(region: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The region grid (Hz, Wz) as a (1, 1, H, W) mask over the layout-resolution picture ``like``."""
+    return region.repeat_interleave(REGION, 0).repeat_interleave(REGION, 1)[None, None].to(like.device)
+
+
+def _region_errors(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """MSE-YUV of ``a`` against ``x`` split by region (1, 1, Hz, Wz): the regions' values sum to
+    ``mse_yuv(a, x)``."""
+    d = (a.clamp(0, 1) - x) ** 2
+    e = (6 * d[:, :4].mean(1, keepdim=True) + d[:, 4:5] + d[:, 5:6]) / 8
+    return F.avg_pool2d(e, REGION) * (REGION * REGION / e[0, 0].numel())
 
 
 @contextlib.contextmanager
@@ -555,58 +612,92 @@ class InterModel(_GainedHyperprior):
             lik["mv"] = self.mv_likelihoods(mvd, q)
         return {"x_hat": self._synth(y_hat, pred), "likelihoods": lik}
 
-    def _reconstruct(self, y_hat, pred, mask: int = 0):
+    def _reconstruct(self, y_hat, pred, mask: int = 0, region: torch.Tensor | None = None):
         """The decoded picture: the synthesis from ŷ and the prediction, with the planes of ``mask`` (bit 0:
-        luma, 1: U, 2: V) taken from the prediction instead; all of it when the latent is skipped."""
+        luma, 1: U, 2: V) and the 64x64 regions ``region`` does not set taken from the prediction instead;
+        all of it when the latent is skipped."""
         if y_hat is None:
             return pred
-        return _compose(synthesize(self._synth, y_hat, pred), pred, mask)
+        x_syn = synthesize(self._synth, y_hat, pred)
+        if region is not None:
+            x_syn = torch.where(_spread(region, pred), x_syn, pred)
+        return _compose(x_syn, pred, mask)
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, q: int, skip: bool = False,
-                 field: str = "block"):
+                 field: str = "block", region: torch.Tensor | None = None):
         """Code one picture (batch of 1) given the decoded reference ``ref`` and the block vectors ``mv``
         the encoder chose (:func:`lvcodec.motion.search`, any block size of :data:`mvcoding.BLOCK_SIZES`,
         read off the shape of ``mv``), applied by the motion field ``field``: ``strings`` is ``[stream]``, one rANS stream holding the block size,
         the latent flag, the vector residuals, then (unless ``skip``) ẑ, ŷ and the plane mask; ``x_hat`` is
         exactly what :meth:`decompress` returns."""
-        out = self._code_picture(x, ref, mv, q, skip, field=field)
+        out = self._code_picture(x, ref, mv, q, skip, field=field, region=region)
         out["x_hat"] = out.pop("x_syn")
-        del out["y_hat"], out["pred"]
+        del out["y_hat"], out["pred"], out["bits"]
         return out
 
-    def _code_picture(self, x, ref, mv, q, skip: bool = False, pred=None, field: str = "block"):
-        """Code the picture with the vectors ``mv`` applied by the motion field ``field``; without the
-        latent when ``skip``. Each plane whose synthesis is further from ``x`` than the prediction is sent
-        as the prediction (the plane mask). ``x_syn`` is the decoded picture, synthesised exactly as the
-        decoder does."""
+    def _code_picture(self, x, ref, mv, q, skip: bool = False, pred=None, field: str = "block",
+                      region: torch.Tensor | None = None):
+        """Code the picture with the vectors ``mv`` applied by the motion field ``field``: without the
+        latent when ``skip``; with ``region`` (booleans, one per 64x64 luma region) the latent only in the
+        regions it sets and the prediction elsewhere. Each plane whose synthesis is further from ``x``
+        than the prediction is sent as the prediction (the plane mask). ``x_syn`` is the decoded picture,
+        synthesised exactly as the decoder does; a latent over the whole picture also gives its estimated
+        bits per sample of ẑ and ŷ (``bits``, for :meth:`_region`)."""
         from . import motion
 
         w = RansWriter()
         mvcoding.encode_block_size(w, 2 * x.shape[-1] // mv.shape[-1], field)
-        mvcoding.encode_latent_flag(w, skip)
+        mode = mvcoding.SKIP if skip else mvcoding.LATENT if region is None else mvcoding.MASKED
+        mvcoding.encode_latent_flag(w, mode)
         mvcoding.encode(w, self._vector_tables(q), (mv - motion.mv_prediction(mv))[0].cpu().numpy())
         if pred is None:  # the same vectors and field: the same prediction
             pred = motion.compensate(ref, mv, field=field)
-        y_hat, mask, x_syn = None, mvcoding.ALL_PLANES, pred
+        y_hat, mask, x_syn, bits = None, mvcoding.ALL_PLANES, pred, None
         if not skip:
-            y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q)
-            x_syn = self._reconstruct(y_hat, pred)
+            if region is not None:
+                mvcoding.encode_region_mask(w, region.cpu().numpy())
+            else:
+                bits = {}
+            y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q, region, bits)
+            x_syn = self._reconstruct(y_hat, pred, region=region)
             mask = _plane_mask(x_syn, pred, x)
             mvcoding.encode_plane_mask(w, mask)
             x_syn = _compose(x_syn, pred, mask)
         shape = (x.shape[-2] // 32, x.shape[-1] // 32)
         return {"strings": [w.flush()], "shape": shape, "mv": mv, "field": field, "skip": skip, "mask": mask,
-                "y_hat": y_hat, "pred": pred, "x_syn": x_syn}
+                "region": region, "y_hat": y_hat, "pred": pred, "x_syn": x_syn, "bits": bits}
+
+    def _region(self, cand: dict, x: torch.Tensor, q: int) -> torch.Tensor | None:
+        """The 64x64 regions where the latent of ``cand`` (coded over the whole picture) pays for itself:
+        where λ·255² times the error it removes from the prediction exceeds its estimated bits (of ẑ's
+        sample and ŷ's 4x4 samples there). None when that is every region or none (the whole latent or
+        no latent is then the same choice)."""
+        pixels = x[0, 0].numel() * 4
+        saved = _region_errors(cand["pred"], x) - _region_errors(cand["x_syn"], x)
+        bits = cand["bits"]["z"] + F.avg_pool2d(cand["bits"]["y"], 4) * 16
+        region = (LAMBDAS[q] * 255**2 * saved - bits / pixels)[0, 0] > 0
+        return None if bool(region.all()) or not bool(region.any()) else region
+
+    def _masked(self, cand: dict, x: torch.Tensor, ref: torch.Tensor, q: int) -> dict | None:
+        """``cand`` (a latent over the whole picture) coded again with the latent only where it pays
+        (:meth:`_region`); None where no region mask is worth trying."""
+        if cand["skip"] or cand["region"] is not None:
+            return None
+        region = self._region(cand, x, q)
+        if region is None:
+            return None
+        return self._code_picture(x, ref, cand["mv"], q, pred=cand["pred"], field=cand["field"], region=region)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, ref: torch.Tensor, q: int, lam: float,
                blocks: tuple[int, ...] = mvcoding.BLOCK_SIZES, skip: bool = True, decide: str = "coded",
-               fields: tuple[str, ...] = ("block",)):
+               fields: tuple[str, ...] = ("block",), masked: bool = True):
         """Find the motion and code the picture (:meth:`compress`), choosing the motion block size among
         ``blocks`` and, with ``skip``, whether to send the latent at all (the prediction as the picture: at
-        low rates the latent often buys less than it costs), by the lowest actual cost (λ·255²·MSE + real
-        bits per pixel). ``lam`` is the search's smoothness weight for 16x16 blocks
+        low rates the latent often buys less than it costs), and with ``masked``, whether to send it only
+        in the 64x64 regions where it pays (:meth:`_region`; tried at the chosen block size), by the lowest
+        actual cost (λ·255²·MSE + real bits per pixel). ``lam`` is the search's smoothness weight for 16x16 blocks
         (:func:`lvcodec.zoo.mv_lambda`); a block k times larger spreads its vector's bits over k² times the
         pixels, so it searches with ``lam / k``. Measured on training clips, larger blocks win at low rates
         and on smooth motion, small ones where the motion is detailed.
@@ -637,12 +728,14 @@ class InterModel(_GainedHyperprior):
             by_pred = min(est, key=lambda e: e["pred_distortion"] + e["mv_bits"])
             by_latent = min(est, key=lambda e: e["bits"] + ESTIMATE_PREDICTION_WEIGHT * e["pred_distortion"])
             cands = [self._code_picture(x, ref, by_latent["mv"], q, pred=by_latent["pred"], field=by_latent["field"])]
+            if masked and (m := self._masked(cands[0], x, ref, q)) is not None:
+                cands.append(m)
             if skip:
                 cands.append(self._code_picture(x, ref, by_pred["mv"], q, skip=True, pred=by_pred["pred"],
                                                 field=by_pred["field"]))
             out = min(cands, key=lambda c: coded_cost(c["x_syn"], x, c["strings"][0], q))
             out["x_hat"] = out.pop("x_syn")  # synthesised as the decoder does already
-            del out["y_hat"], out["pred"]
+            del out["y_hat"], out["pred"], out["bits"]
             return out
 
         def coded(block):
@@ -651,7 +744,8 @@ class InterModel(_GainedHyperprior):
             cands = [self._code_picture(x, ref, mv, q, pred=pred, field=field)]
             if skip:
                 cands.append(self._code_picture(x, ref, mv, q, skip=True, pred=pred, field=field))
-            return min(((coded_cost(c["x_syn"], x, c["strings"][0], q), c) for c in cands), key=lambda t: t[0])
+            cost, best = min(((coded_cost(c["x_syn"], x, c["strings"][0], q), c) for c in cands), key=lambda t: t[0])
+            return cost, best, cands[0]
 
         # the cost falls then rises with the block size: from the first size of motion.BLOCK or more, go up
         # while the cost falls; where no larger size paid, go down from there while it falls
@@ -670,10 +764,14 @@ class InterModel(_GainedHyperprior):
         if not went_up:
             best, _ = walk(best, reversed(sizes[:start]))
         out = best[1]
+        # at the chosen block size, the latent only where it pays (one more synthesis)
+        if masked and (m := self._masked(best[2], x, ref, q)) is not None:
+            if coded_cost(m["x_syn"], x, m["strings"][0], q) < best[0]:
+                out = m
         # every candidate was synthesised as the decoder does (in bands, as fast as one pass on all
         # threads), so the chosen one needs no second synthesis
         out["x_hat"] = out.pop("x_syn")
-        del out["y_hat"], out["pred"]
+        del out["y_hat"], out["pred"], out["bits"]
         return out
 
     def _estimate(self, x: torch.Tensor, ref: torch.Tensor, block: int, q: int, lam: float,
@@ -703,12 +801,15 @@ class InterModel(_GainedHyperprior):
 
         r = RansReader(strings[0])
         block, field = mvcoding.decode_block_size(r)
-        skip = mvcoding.decode_latent_flag(r)
+        mode = mvcoding.decode_latent_flag(r)
         hb, wb = ref.shape[-2] * 2 // block, ref.shape[-1] * 2 // block
         mvd = mvcoding.decode(r, self._vector_tables(q), hb, wb)
         mv = torch.from_numpy(motion.mv_from_residual(mvd))[None].to(torch.int32).to(ref.device)
         pred = motion.compensate(ref, mv, field=field)
-        if skip:
+        if mode == mvcoding.SKIP:
             return {"x_hat": pred}
-        y_hat = self._get_latent(r, shape, q)
-        return {"x_hat": self._reconstruct(y_hat, pred, mvcoding.decode_plane_mask(r))}
+        region = None
+        if mode == mvcoding.MASKED:
+            region = torch.from_numpy(mvcoding.decode_region_mask(r, *shape))
+        y_hat = self._get_latent(r, shape, q, region)
+        return {"x_hat": self._reconstruct(y_hat, pred, mvcoding.decode_plane_mask(r), region)}

@@ -175,23 +175,61 @@ def decode_block_size(r) -> tuple[int, str]:
     return block, field
 
 
-#: fixed range-coder table of a P-frame's latent flag: 0 = the latent (ẑ, ŷ) follows the vectors, 1 = none
-#: follows and the picture is the motion-compensated prediction itself; equally likely (then the escape)
-LATENT_FLAG_CDF = (0, 32768, 65535, 65536)
+#: a P-frame's latent mode: the latent (ẑ, ŷ) follows the vectors and covers the picture (``LATENT``); none
+#: follows and the picture is the motion-compensated prediction itself (``SKIP``); or the latent is coded
+#: only in the 64x64 regions a region mask marks, the rest of the picture being the prediction (``MASKED``)
+LATENT, SKIP, MASKED = 0, 1, 2
+#: fixed range-coder table of the latent mode: three about equally likely values, then the escape
+LATENT_FLAG_CDF = (0, 21845, 43690, 65535, 65536)
 _FLAG_TABLES = ([list(LATENT_FLAG_CDF)], [len(LATENT_FLAG_CDF)], [0])
 
 
-def encode_latent_flag(w, skip: bool) -> None:
-    """Put whether the P-frame's latent is skipped (the prediction is the picture) into ``w``."""
-    w.put_with_tables([int(skip)], [0], _FLAG_TABLES)
+def encode_latent_flag(w, mode: int) -> None:
+    """Put the P-frame's latent mode (:data:`LATENT`, :data:`SKIP` or :data:`MASKED`) into ``w``; ``True``
+    and ``False`` are :data:`SKIP` and :data:`LATENT`."""
+    w.put_with_tables([int(mode)], [0], _FLAG_TABLES)
 
 
-def decode_latent_flag(r) -> bool:
+def decode_latent_flag(r) -> int:
     """Inverse of :func:`encode_latent_flag`; the escape is an error."""
     (k,) = r.get_with_tables([0], _FLAG_TABLES)
-    if k not in (0, 1):
+    if k not in (LATENT, SKIP, MASKED):
         raise ValueError(f"corrupt stream: latent flag {k}")
-    return bool(k)
+    return k
+
+
+#: fixed range-coder tables of the region mask of a MASKED P-frame, one bit per 64x64 luma region (one
+#: sample of ẑ), in raster order, table ``n`` = how many of its left and top neighbours are set (outside the
+#: picture: not set): P(set) about 1/5, 1/2 and 4/5; then the escape
+REGION_CDFS = ((0, 52429, 65535, 65536), (0, 32768, 65535, 65536), (0, 13107, 65535, 65536))
+_REGION_TABLES = ([list(c) for c in REGION_CDFS], [len(c) for c in REGION_CDFS], [0] * len(REGION_CDFS))
+
+
+def _region_contexts(region: np.ndarray) -> np.ndarray:
+    """Table of every bit of ``region`` (Hz, Wz): how many of its left and top neighbours are set."""
+    n = np.zeros(region.shape, np.int64)
+    n[:, 1:] += region[:, :-1]
+    n[1:, :] += region[:-1, :]
+    return n
+
+
+def encode_region_mask(w, region: np.ndarray) -> None:
+    """Put the region mask ``region`` (Hz, Wz booleans: where the latent is coded) into ``w``."""
+    region = np.asarray(region, np.int64)
+    w.put_with_tables(region.reshape(-1).tolist(), _region_contexts(region).reshape(-1).tolist(), _REGION_TABLES)
+
+
+def decode_region_mask(r, hz: int, wz: int) -> np.ndarray:
+    """Inverse of :func:`encode_region_mask` for an (``hz``, ``wz``) mask, one row at a time (each bit's
+    table depends on its left neighbour); the escape is an error."""
+    region = np.zeros((hz + 1, wz + 1), np.int64)  # a row and column of zeros top and left
+    for i in range(hz):
+        for j in range(wz):
+            (k,) = r.get_with_tables([int(region[i + 1, j] + region[i, j + 1])], _REGION_TABLES)
+            if k not in (0, 1):
+                raise ValueError(f"corrupt stream: region mask bit {k}")
+            region[i + 1, j + 1] = k
+    return region[1:, 1:].astype(bool)
 
 
 #: a coded latent's plane mask: bit 0 luma, bit 1 U, bit 2 V; a set bit sends that plane as the prediction

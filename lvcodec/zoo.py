@@ -22,7 +22,7 @@ def mv_lambda(q: int) -> float:
 def _encoder_version(decide: str, refine: int) -> str:
     """Names a preset's encoder choices (benchmark results are cached under it)."""
     blocks = "stop-exact" if decide == "coded" else "by-estimate"
-    return f"keyframe-refine-{refine}-best+blocks-8-16-32-64-{blocks}+skip+plane-mask+p-offsets-0-1-1-1+layer-2+block-field-6tap"
+    return f"keyframe-refine-{refine}-best+blocks-8-16-32-64-{blocks}+skip+plane-mask+p-offsets-0-1-1-1+layer-2+block-field-6tap+region-mask"
 
 
 def weights_hash() -> bytes:
@@ -76,6 +76,9 @@ class HyperpriorV1(CodecModel):
     #: motion fields a P-frame may use (InterModel.encode; both decode): the block field alone, since on the
     #: bench clips it beat choosing per picture by the prediction's error (MODEL_CARD.md)
     MOTION_FIELDS = ("block",)
+    #: whether a P-frame may code its latent only in the 64x64 regions where it pays (the region mask, SPEC
+    #: §7.1), tried at the chosen block size for one more synthesis (MODEL_CARD.md)
+    REGION_MASK = True
     #: encoder effort levels (``lvc encode --preset``): how the block size is chosen (InterModel.encode's
     #: ``decide``) and the key frames' refinement steps. Measured in MODEL_CARD.md.
     PRESETS = {
@@ -145,7 +148,7 @@ class HyperpriorV1(CodecModel):
     def encode_inter(self, x, ref, quality: int):
         # motion block size chosen per frame (InterModel.encode), the latent kept or skipped by actual cost
         out = self.inter.encode(x, ref, quality - 1, mv_lambda(quality), blocks=self.MOTION_BLOCKS,
-                                decide=self.decide, fields=self.MOTION_FIELDS)
+                                decide=self.decide, fields=self.MOTION_FIELDS, masked=self.REGION_MASK)
         return self._add_layer(x, out, quality, "inter")
 
     def decode_inter(self, substreams, coded_size, ref, quality: int):

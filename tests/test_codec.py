@@ -190,12 +190,13 @@ def test_estimated_block_size_codes_what_the_estimates_pick(monkeypatch):
         assert all(0 < e["mv_bits"] < e["bits"] and 0 < e["pred_distortion"] for e in est.values())
         latent = min(est, key=lambda b: est[b]["bits"] + ESTIMATE_PREDICTION_WEIGHT * est[b]["pred_distortion"])
         alone = min(est, key=lambda b: est[b]["pred_distortion"] + est[b]["mv_bits"])
-        coded.clear()
-        out = inter.encode(x, ref, q, lam, decide="estimate")
-        assert coded == [(latent, False), (alone, True)]
-        assert 2 * x.shape[-1] // out["mv"].shape[-1] == (alone if out["skip"] else latent)
-        dec = inter.decompress(out["strings"], out["shape"], ref, q)["x_hat"]
-        assert torch.equal(dec, out["x_hat"])
+        for masked in (False, True):  # with the region mask, tried on the latent's candidate
+            coded.clear()
+            out = inter.encode(x, ref, q, lam, decide="estimate", masked=masked)
+            assert coded in ([(latent, False), (alone, True)], [(latent, False), (latent, False), (alone, True)][:3 if masked else 2])
+            assert 2 * x.shape[-1] // out["mv"].shape[-1] == (alone if out["skip"] else latent)
+            dec = inter.decompress(out["strings"], out["shape"], ref, q)["x_hat"]
+            assert torch.equal(dec, out["x_hat"])
     with pytest.raises(ValueError, match="unknown block size decision"):
         inter.encode(x, ref, 0, 0.1, decide="exhaustive")
 

@@ -160,6 +160,7 @@ def test_ulp_noise_on_the_float_path_changes_no_entropy_parameter(pics, tmp_path
     # the decoder's
     monkeypatch.setattr(load_model(), "refine_steps", 0)
     monkeypatch.setattr(HyperpriorV1, "MOTION_BLOCKS", (32,))
+    monkeypatch.setattr(HyperpriorV1, "REGION_MASK", False)
     # no residual layer (integer arithmetic only, nothing for the noise to reach): it changes the references,
     # and with them whether a P-frame skips its latent, which this count of hyper-latents relies on
     monkeypatch.setattr(lvlayer, "encode", lambda x, x_hat, lam, **kw: (None, x_hat))

@@ -93,13 +93,17 @@ def test_every_motion_block_size_decodes_exactly_and_the_encoder_keeps_the_cheap
                 out = inter.compress(cur, ref, mv, q, skip=skip)
                 assert torch.equal(inter.decompress(out["strings"], out["shape"], ref, q)["x_hat"], out["x_hat"])
                 coded.append(out)
-        best = inter.encode(cur, ref, q, mv_lambda(q + 1))
+        best = inter.encode(cur, ref, q, mv_lambda(q + 1), masked=False)
         (k,) = [k for k, out in enumerate(coded) if out["strings"] == best["strings"]]  # one of them, exactly
         assert torch.equal(best["x_hat"], coded[k]["x_hat"])
         j = k // 2  # the size chosen; the walk coded its neighbours in size and stopped where they cost more
         neighbours = coded[2 * max(j - 1, 0):2 * (j + 2)]
         assert cost(best, q) <= min(cost(out, q) for out in neighbours)
         chosen.add(mvcoding.BLOCK_SIZES[j])
+        # a region mask is tried at the chosen size, and kept only where it costs less
+        masked = inter.encode(cur, ref, q, mv_lambda(q + 1))
+        assert cost(masked, q) <= cost(best, q)
+        assert torch.equal(inter.decompress(masked["strings"], masked["shape"], ref, q)["x_hat"], masked["x_hat"])
     assert chosen & {32, 64}  # a pan is cheaper with larger blocks at some rate
 
 
@@ -313,11 +317,58 @@ def test_latent_flag_and_plane_mask_round_trip_and_their_escapes_are_errors():
         w.put_with_tables([0, 0], [0, 0], mvcoding._BLOCK_TABLES)  # a stream of one symbol is too short to flush
         return RansReader(w.flush())
 
-    for skip in (False, True):
+    for mode in (mvcoding.LATENT, mvcoding.SKIP, mvcoding.MASKED):
         for mask in range(8):
-            r = stream(lambda w: mvcoding.encode_latent_flag(w, skip), lambda w: mvcoding.encode_plane_mask(w, mask))
-            assert mvcoding.decode_latent_flag(r) is skip and mvcoding.decode_plane_mask(r) == mask
+            r = stream(lambda w: mvcoding.encode_latent_flag(w, mode), lambda w: mvcoding.encode_plane_mask(w, mask))
+            assert mvcoding.decode_latent_flag(r) == mode and mvcoding.decode_plane_mask(r) == mask
     with pytest.raises(ValueError, match="latent flag"):
-        mvcoding.decode_latent_flag(stream(lambda w: w.put_with_tables([2], [0], mvcoding._FLAG_TABLES)))
+        mvcoding.decode_latent_flag(stream(lambda w: w.put_with_tables([3], [0], mvcoding._FLAG_TABLES)))
     with pytest.raises(ValueError, match="plane mask"):
         mvcoding.decode_plane_mask(stream(lambda w: w.put_with_tables([8], [0], mvcoding._MASK_TABLES)))
+
+
+def test_region_masks_round_trip_and_their_escape_is_an_error():
+    import pytest
+
+    from lvcodec import mvcoding
+    from lvcodec.models import RansReader, RansWriter
+
+    rng = np.random.default_rng(3)
+    for shape in ((1, 1), (1, 7), (5, 1), (6, 10)):
+        for p in (0.1, 0.5, 0.9):
+            region = rng.random(shape) < p
+            w = RansWriter()
+            mvcoding.encode_region_mask(w, region)
+            w.put_with_tables([0, 0], [0, 0], mvcoding._BLOCK_TABLES)
+            assert np.array_equal(mvcoding.decode_region_mask(RansReader(w.flush()), *shape), region)
+    w = RansWriter()
+    w.put_with_tables([1, 2], [0, 1], mvcoding._REGION_TABLES)  # a set bit, then the escape
+    w.put_with_tables([0, 0], [0, 0], mvcoding._BLOCK_TABLES)
+    with pytest.raises(ValueError, match="region mask"):
+        mvcoding.decode_region_mask(RansReader(w.flush()), 1, 2)
+
+
+def test_a_masked_latent_codes_only_the_regions_that_changed():
+    """Where one 64x64 region of a still picture changes, the encoder codes the latent there alone (the
+    region mask) and the rest of the picture is the prediction, exactly; the decoder rebuilds it. A mask
+    the caller gives is coded as given."""
+    from lvcodec.models import _spread
+    from lvcodec.zoo import load_models, mv_lambda
+
+    intra, inter = load_models()
+    pics = demo_clip(12, 256, 192)
+    ref = torch.round(intra.compress(to_tensor(pics[0], 64), 4)["x_hat"].clamp(0, 1) * 255) / 255
+    cur = ref.clone()
+    cur[..., 32:64, 64:96] = to_tensor(pics[11], 64)[..., 64:96, 0:32]  # region (1, 2): new content
+    out = inter.encode(cur, ref, 4, mv_lambda(5), blocks=(16,))
+    assert out["region"] is not None and out["region"][1, 2] and int(out["region"].sum()) <= 2
+    keep = ~_spread(out["region"], ref).expand_as(ref)
+    assert torch.equal(out["x_hat"][keep], ref[keep])  # unchanged regions: the prediction, bit for bit
+    assert torch.equal(inter.decompress(out["strings"], out["shape"], ref, 4)["x_hat"], out["x_hat"])
+    full = inter.compress(cur, ref, out["mv"], 4)
+    assert len(out["strings"][0]) < len(full["strings"][0])
+    region = torch.zeros(3, 4, dtype=torch.bool)
+    region[0, 0] = region[2, 3] = True
+    given = inter.compress(cur, ref, out["mv"], 4, region=region)
+    assert torch.equal(given["region"], region)
+    assert torch.equal(inter.decompress(given["strings"], given["shape"], ref, 4)["x_hat"], given["x_hat"])

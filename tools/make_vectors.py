@@ -37,6 +37,7 @@ VECTORS = {
     "layer-128x64-q6": (128, 64, 4, 6, 32, "thin lines: I- and P-frames with the residual layer (SPEC §7.2)"),
     "smooth-96x64-q4": (96, 64, 4, 4, 32, "P-frames with the smooth motion field (SPEC §7.1)"),
     "block8-96x64-q6": (96, 64, 4, 6, 32, "P-frames with 8x8 motion blocks (SPEC §7.1)"),
+    "region-192x128-q5": (192, 128, 4, 5, 32, "P-frames with a region mask: a patch moving over a still picture (SPEC §7.1)"),
 }
 #: encoder settings (HyperpriorV1 attributes) of the vectors that need a mode the encoder would not pick
 #: on their clip: the smooth motion field (the shipped encoder uses the block one), 8x8 blocks alone
@@ -61,6 +62,22 @@ def grid_clip(n: int, width: int, height: int):
     return pics
 
 
+def patch_clip(n: int, width: int, height: int):
+    """A still picture with a 40x40 patch of another moving 6 pixels a frame to the right: the encoder
+    codes the latent of the regions the patch covers (the region mask) and predicts the rest."""
+    from lvcodec.frames import Picture
+
+    still, other = demo_clip(1, width, height)[0], demo_clip(30, width, height)[-1]
+    pics = []
+    for t in range(n):
+        planes = [still.y.copy(), still.u.copy(), still.v.copy()]
+        for plane, src, s in zip(planes, (other.y, other.u, other.v), (1, 2, 2)):
+            y0, x0, size = 40 // s, (20 + 6 * t) // s, 40 // s
+            plane[y0:y0 + size, x0:x0 + size] = src[y0:y0 + size, :size]
+        pics.append(Picture(*planes, t))
+    return pics
+
+
 def md5(pic) -> str:
     return hashlib.md5(pic.y.tobytes() + pic.u.tobytes() + pic.v.tobytes()).hexdigest()
 
@@ -72,7 +89,8 @@ def main() -> None:
         d = ROOT / name
         d.mkdir(parents=True, exist_ok=True)
         with open(d / "stream.lvc", "wb") as f:
-            pics = grid_clip(n, w, h) if name.startswith("layer") else demo_clip(n, w, h)
+            clip = grid_clip if name.startswith("layer") else patch_clip if name.startswith("region") else demo_clip
+            pics = clip(n, w, h)
             settings = ENCODER.get(name, {})
             saved = {a: getattr(HyperpriorV1, a) for a in settings}
             for a, v in settings.items():

@@ -36,11 +36,13 @@ PRIORS = ("intra_z", "inter_z", "mv")
 DEFAULT_DECIDE = HyperpriorV1.PRESETS[HyperpriorV1.default_preset]["decide"]
 
 
-def z_symbols(model, y: torch.Tensor, q: int) -> torch.Tensor:
-    """The symbols of ẑ that :meth:`_put_latent` codes for the latent ``y`` at quality index ``q``: (Nz, n)."""
+def z_symbols(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None) -> torch.Tensor:
+    """The symbols of ẑ that :meth:`_put_latent` codes for the latent ``y`` at quality index ``q``: (Nz, n);
+    with ``region``, those of the samples it sets (a masked P-frame codes no others)."""
     qt = torch.tensor([q])
     z_g = model.h_a(y * model._g(model.gain, qt)) * model._g(model.zgain, qt)
-    return torch.round(z_g - model.z_medians(q).view(1, -1, 1, 1))[0].flatten(1).to(torch.int32)
+    sym = torch.round(z_g - model.z_medians(q).view(1, -1, 1, 1))[0]
+    return (sym.flatten(1) if region is None else sym[:, region]).to(torch.int32)
 
 
 @torch.no_grad()
@@ -72,7 +74,8 @@ def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=Hyperprio
                 out["mv"][q].append((mv - motion.mv_prediction(mv))[0])
                 pred = motion.compensate(ref, mv, field=coded["field"])
                 if not coded["skip"]:  # a skipped latent codes no ẑ
-                    out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q))
+                    out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q,
+                                                       coded["region"]))
                 ref = quantize8(coded["x_hat"])
         if say:
             say(f"{name}: {len(pics)} frames {pics[0].width}x{pics[0].height} {time.time() - t0:.0f}s")
