@@ -618,10 +618,17 @@ class InterModel(_GainedHyperprior):
         all of it when the latent is skipped."""
         if y_hat is None:
             return pred
-        x_syn = synthesize(self._synth, y_hat, pred)
-        if region is not None:
-            x_syn = torch.where(_spread(region, pred), x_syn, pred)
-        return _compose(x_syn, pred, mask)
+        if region is None:
+            return _compose(synthesize(self._synth, y_hat, pred), pred, mask)
+        # only the latent rows of the regions' rows are synthesised, with BAND_HALO rows of context either
+        # side (as synthesize's bands): every kept row is the one a whole-picture synthesis computes
+        rows = torch.nonzero(region.any(1)).flatten()
+        lo, hi = int(rows[0]) * 4, (int(rows[-1]) + 1) * 4  # latent rows: 4 per sample of ẑ
+        a, b, k = max(lo - BAND_HALO, 0), min(hi + BAND_HALO, y_hat.shape[2]), _LAYOUT_PER_LATENT
+        part = synthesize(self._synth, y_hat[:, :, a:b], pred[:, :, a * k:b * k])
+        x_syn = pred.clone()
+        x_syn[:, :, lo * k:hi * k] = part[:, :, (lo - a) * k:(hi - a) * k]
+        return _compose(torch.where(_spread(region, pred), x_syn, pred), pred, mask)
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, q: int, skip: bool = False,
