@@ -640,17 +640,18 @@ class InterModel(_GainedHyperprior):
         exactly what :meth:`decompress` returns."""
         out = self._code_picture(x, ref, mv, q, skip, field=field, region=region)
         out["x_hat"] = out.pop("x_syn")
-        del out["y_hat"], out["pred"], out["bits"]
+        del out["y_hat"], out["pred"], out["bits"], out["y"]
         return out
 
     def _code_picture(self, x, ref, mv, q, skip: bool = False, pred=None, field: str = "block",
-                      region: torch.Tensor | None = None):
+                      region: torch.Tensor | None = None, y: torch.Tensor | None = None):
         """Code the picture with the vectors ``mv`` applied by the motion field ``field``: without the
         latent when ``skip``; with ``region`` (booleans, one per 64x64 luma region) the latent only in the
         regions it sets and the prediction elsewhere. Each plane whose synthesis is further from ``x``
         than the prediction is sent as the prediction (the plane mask). ``x_syn`` is the decoded picture,
         synthesised exactly as the decoder does; a latent over the whole picture also gives its estimated
-        bits per sample of ẑ and ŷ (``bits``, for :meth:`_region`)."""
+        bits per sample of ẑ and ŷ (``bits``, for :meth:`_region`). ``y`` is the analysis of ``x`` given
+        ``pred`` when the caller has it already."""
         from . import motion
 
         w = RansWriter()
@@ -666,14 +667,16 @@ class InterModel(_GainedHyperprior):
                 mvcoding.encode_region_mask(w, region.cpu().numpy())
             else:
                 bits = {}
-            y_hat = self._put_latent(w, self.g_a(torch.cat((x - pred, pred), 1)), q, region, bits)
+            if y is None:
+                y = self.g_a(torch.cat((x - pred, pred), 1))
+            y_hat = self._put_latent(w, y, q, region, bits)
             x_syn = self._reconstruct(y_hat, pred, region=region)
             mask = _plane_mask(x_syn, pred, x)
             mvcoding.encode_plane_mask(w, mask)
             x_syn = _compose(x_syn, pred, mask)
         shape = (x.shape[-2] // 32, x.shape[-1] // 32)
         return {"strings": [w.flush()], "shape": shape, "mv": mv, "field": field, "skip": skip, "mask": mask,
-                "region": region, "y_hat": y_hat, "pred": pred, "x_syn": x_syn, "bits": bits}
+                "region": region, "y": y, "y_hat": y_hat, "pred": pred, "x_syn": x_syn, "bits": bits}
 
     def _region(self, cand: dict, x: torch.Tensor, q: int) -> torch.Tensor | None:
         """The 64x64 regions where the latent of ``cand`` (coded over the whole picture) pays for itself:
@@ -694,7 +697,8 @@ class InterModel(_GainedHyperprior):
         region = self._region(cand, x, q)
         if region is None:
             return None
-        return self._code_picture(x, ref, cand["mv"], q, pred=cand["pred"], field=cand["field"], region=region)
+        return self._code_picture(x, ref, cand["mv"], q, pred=cand["pred"], field=cand["field"], region=region,
+                                  y=cand["y"])
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, ref: torch.Tensor, q: int, lam: float,
@@ -742,7 +746,7 @@ class InterModel(_GainedHyperprior):
                                                 field=by_pred["field"]))
             out = min(cands, key=lambda c: coded_cost(c["x_syn"], x, c["strings"][0], q))
             out["x_hat"] = out.pop("x_syn")  # synthesised as the decoder does already
-            del out["y_hat"], out["pred"], out["bits"]
+            del out["y_hat"], out["pred"], out["bits"], out["y"]
             return out
 
         def coded(block):
@@ -778,7 +782,7 @@ class InterModel(_GainedHyperprior):
         # every candidate was synthesised as the decoder does (in bands, as fast as one pass on all
         # threads), so the chosen one needs no second synthesis
         out["x_hat"] = out.pop("x_syn")
-        del out["y_hat"], out["pred"], out["bits"]
+        del out["y_hat"], out["pred"], out["bits"], out["y"]
         return out
 
     def _estimate(self, x: torch.Tensor, ref: torch.Tensor, block: int, q: int, lam: float,
