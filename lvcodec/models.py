@@ -56,8 +56,9 @@ SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
 
 
 #: Encoder-side refinement of I-frame latents (:meth:`IntraModel.compress`): Adam learning rate (in
-#: quantization bins) and its decay per step
-REFINE_LR, REFINE_DECAY = 0.02, 0.9
+#: quantization bins) per quality index and its decay per step. Smaller steps suit the coarse latents of
+#: the low qualities (MODEL_CARD.md)
+REFINE_LRS, REFINE_DECAY = (0.01, 0.01, 0.01, 0.01, 0.01, 0.02, 0.02, 0.02), 0.9
 
 
 def mse_yuv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -334,17 +335,17 @@ class _GainedHyperprior(CompressionModel):
         pixels = y_g.shape[-2] * y_g.shape[-1] * 256  # ŷ is at 1/16 of the luma resolution
         return LAMBDAS[q] * 255**2 * distortion(y_hat * self._g(self.inv_gain, qt)) + bits / pixels
 
-    def refine_latent(self, y: torch.Tensor, q: int, distortion, steps: int, lr: float = REFINE_LR,
+    def refine_latent(self, y: torch.Tensor, q: int, distortion, steps: int, lr: float | None = None,
                       decay: float = REFINE_DECAY) -> torch.Tensor:
         """Encoder-side search the decoder never pays for: ``steps`` Adam steps on the latent ``y`` (batch of 1)
         lowering the rate-distortion cost of quality index ``q`` (:meth:`_rd_cost`); ``distortion(ŷ)`` is the
         distortion of the picture synthesised from ŷ. Steps are in units of the quantization bin (the
-        gained latent); the learning rate decays by ``decay`` per step. Returns the latent of the lowest cost
-        seen on the way (the rounding makes the cost jump, so the last step is not always the best): ``y``
-        itself when no step lowered it."""
+        gained latent); the learning rate (by default :data:`REFINE_LRS` of ``q``) decays by ``decay`` per
+        step. Returns the latent of the lowest cost seen on the way (the rounding makes the cost jump, so the
+        last step is not always the best): ``y`` itself when no step lowered it."""
         g = self.gain[q].view(1, -1, 1, 1).detach()
         y_g = (y.detach() * g).requires_grad_(True)
-        opt = torch.optim.Adam([y_g], lr=lr)
+        opt = torch.optim.Adam([y_g], lr=REFINE_LRS[q] if lr is None else lr)
         best_cost, best = math.inf, None
         with torch.enable_grad():
             for step in range(steps + 1):

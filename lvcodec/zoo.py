@@ -22,7 +22,7 @@ def mv_lambda(q: int) -> float:
 def _encoder_version(decide: str, refine: int) -> str:
     """Names a preset's encoder choices (benchmark results are cached under it)."""
     blocks = "stop-exact" if decide == "coded" else "by-estimate"
-    return f"keyframe-refine-{refine}-best+blocks-8-16-32-64-{blocks}+skip+plane-mask+p-offsets-0-1-1-1+layer-2+block-field-6tap+region-mask"
+    return f"keyframe-refine-{refine}-best-lr-by-q+blocks-8-16-32-64-{blocks}+skip+plane-mask+p-offsets-0-1-1-1+layer-2+block-field-6tap+region-mask"
 
 
 def weights_hash() -> bytes:
