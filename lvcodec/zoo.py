@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-e92f5d92.safetensors", "e92f5d92ff6ee8b4cdf4296e3e1ea1a1b19b9675c9ac58cd1195851aaa476d4f"),
-    "inter": ("inter-8506ab20.safetensors", "8506ab20c2a7d49cefe5e42b2311bbbd9cf8f822f9c76c7ebff8f15544d73317"),
+    "intra": ("intra-a8c090c8.safetensors", "a8c090c8bd962be7b0d3b7e0a0e00e38a9928eb64efe4a90fd8ac523c5cb0544"),
+    "inter": ("inter-68959612.safetensors", "6895961276224bb5c1a0edba9f7e07fb8d9acab105ac84a903a842f45a043227"),
 }
 
 

@@ -161,6 +161,9 @@ def test_ulp_noise_on_the_float_path_changes_no_entropy_parameter(pics, tmp_path
     monkeypatch.setattr(load_model(), "refine_steps", 0)
     monkeypatch.setattr(HyperpriorV1, "MOTION_BLOCKS", (32,))
     monkeypatch.setattr(HyperpriorV1, "REGION_MASK", False)
+    # every P-frame codes its latent (a skipped one would leave an encoder record with no decoder record)
+    encode = lvmodels.InterModel.encode
+    monkeypatch.setattr(lvmodels.InterModel, "encode", lambda self, *a, **k: encode(self, *a, **{**k, "skip": False}))
     # no residual layer (integer arithmetic only, nothing for the noise to reach): it changes the references,
     # and with them whether a P-frame skips its latent, which this count of hyper-latents relies on
     monkeypatch.setattr(lvlayer, "encode", lambda x, x_hat, lam, **kw: (None, x_hat))
