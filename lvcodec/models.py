@@ -195,9 +195,10 @@ def _round_ste(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x - centre) + centre - x).detach()
 
 
-def _latent_region(region: torch.Tensor) -> torch.Tensor:
-    """The region grid of ẑ samples (Hz, Wz) spread over the samples of ŷ (4x finer in each direction)."""
-    return region.repeat_interleave(4, 0).repeat_interleave(4, 1)
+def _expand(region: torch.Tensor, k: int) -> torch.Tensor:
+    """The region grid of ẑ samples (Hz, Wz) spread over a grid ``k`` times finer in each direction (4: the
+    samples of ŷ)."""
+    return region.repeat_interleave(k, 0).repeat_interleave(k, 1)
 
 
 class _GainedHyperprior(CompressionModel):
@@ -298,7 +299,7 @@ class _GainedHyperprior(CompressionModel):
         if region is None:
             w.put(gc, symbols, gc.build_indexes(scales))
         else:
-            sel = _latent_region(region)
+            sel = _expand(region.to(symbols.device), 4)
             symbols = symbols * sel
             w.put(gc, symbols[..., sel], gc.build_indexes(scales)[..., sel])
         if bits is not None:
@@ -317,7 +318,7 @@ class _GainedHyperprior(CompressionModel):
         if region is None:
             symbols = r.get(gc, gc.build_indexes(scales))
         else:
-            sel = _latent_region(region.to(scales.device))
+            sel = _expand(region.to(scales.device), 4)
             symbols = torch.zeros(scales.shape, device=scales.device)
             symbols[..., sel] = r.get(gc, gc.build_indexes(scales)[..., sel]).to(scales.device)
         return (symbols + means) * self._g(self.inv_gain, self._qt(symbols, q))
@@ -448,6 +449,15 @@ def _compose(x_syn: torch.Tensor, pred: torch.Tensor, mask: int) -> torch.Tensor
     return out
 
 
+def _coded(out: dict) -> dict:
+    """A coding of :meth:`InterModel._code_picture` as :meth:`InterModel.compress` and ``encode`` return it:
+    the decoded picture as ``x_hat``, without the encoder's working entries."""
+    out["x_hat"] = out.pop("x_syn")
+    for key in ("y", "y_hat", "pred", "bits"):
+        del out[key]
+    return out
+
+
 #: layout samples (half the luma resolution) per side of a region of a MASKED P-frame: 64x64 luma, one
 #: sample of ẑ
 REGION = 32
@@ -455,7 +465,7 @@ REGION = 32
 
 def _spread(region: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The region grid (Hz, Wz) as a (1, 1, H, W) mask over the layout-resolution picture ``like``."""
-    return region.repeat_interleave(REGION, 0).repeat_interleave(REGION, 1)[None, None].to(like.device)
+    return _expand(region.to(like.device), REGION)[None, None]
 
 
 def _region_errors(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -639,10 +649,7 @@ class InterModel(_GainedHyperprior):
         read off the shape of ``mv``), applied by the motion field ``field``: ``strings`` is ``[stream]``, one rANS stream holding the block size,
         the latent flag, the vector residuals, then (unless ``skip``) ẑ, ŷ and the plane mask; ``x_hat`` is
         exactly what :meth:`decompress` returns."""
-        out = self._code_picture(x, ref, mv, q, skip, field=field, region=region)
-        out["x_hat"] = out.pop("x_syn")
-        del out["y_hat"], out["pred"], out["bits"], out["y"]
-        return out
+        return _coded(self._code_picture(x, ref, mv, q, skip, field=field, region=region))
 
     def _code_picture(self, x, ref, mv, q, skip: bool = False, pred=None, field: str = "block",
                       region: torch.Tensor | None = None, y: torch.Tensor | None = None):
@@ -745,10 +752,8 @@ class InterModel(_GainedHyperprior):
             if skip:
                 cands.append(self._code_picture(x, ref, by_pred["mv"], q, skip=True, pred=by_pred["pred"],
                                                 field=by_pred["field"]))
-            out = min(cands, key=lambda c: coded_cost(c["x_syn"], x, c["strings"][0], q))
-            out["x_hat"] = out.pop("x_syn")  # synthesised as the decoder does already
-            del out["y_hat"], out["pred"], out["bits"], out["y"]
-            return out
+            # synthesised as the decoder does already
+            return _coded(min(cands, key=lambda c: coded_cost(c["x_syn"], x, c["strings"][0], q)))
 
         def coded(block):
             mv = motion.search(x, ref, lam=lam * motion.BLOCK / block, block=block)
@@ -782,9 +787,7 @@ class InterModel(_GainedHyperprior):
                 out = m
         # every candidate was synthesised as the decoder does (in bands, as fast as one pass on all
         # threads), so the chosen one needs no second synthesis
-        out["x_hat"] = out.pop("x_syn")
-        del out["y_hat"], out["pred"], out["bits"], out["y"]
-        return out
+        return _coded(out)
 
     def _estimate(self, x: torch.Tensor, ref: torch.Tensor, block: int, q: int, lam: float,
                   fields: tuple[str, ...] = ("block",)) -> dict:
