@@ -226,6 +226,10 @@ class _GainedHyperprior(CompressionModel):
         self.inv_gain = nn.Parameter(1.0 / _gain_init(qualities, M))
         self.zgain = nn.Parameter(_gain_init(qualities, Nz, 1.15))
         self.inv_zgain = nn.Parameter(1.0 / _gain_init(qualities, Nz, 1.15))
+        # a factor per quality and channel on the scales of ŷ' that the coder uses (and the encoder's search
+        # prices by), fitted after training to the symbols the encoder codes (lvcodec.train.priors): the
+        # uniform noise of training widens the scales that rounding needs; training itself ignores it
+        self.register_buffer("scale_calib", torch.ones(qualities, M))
 
     # -- helpers ---------------------------------------------------------------------------------
     @staticmethod
@@ -241,10 +245,11 @@ class _GainedHyperprior(CompressionModel):
         """Training-time likelihoods of ẑ' (uniform noise) under the prior of each item's quality."""
         return _grouped_likelihoods(self.entropy_bottleneck, z_g, q)
 
-    def _params(self, z_hat: torch.Tensor, q: torch.Tensor):
+    def _params(self, z_hat: torch.Tensor, q: torch.Tensor, calibrated: bool = False):
         means, scales = self.h_s(z_hat).chunk(2, 1)
         g = self._g(self.gain, q)
-        return means * g, scales.abs() * g  # parameters of the gained latent y' = y * gain
+        scales = scales.abs() * g  # parameters of the gained latent y' = y * gain
+        return means * g, scales * self._g(self.scale_calib, q) if calibrated else scales
 
     def _code(self, y: torch.Tensor, q: torch.Tensor):
         """Training-time quantization: noise for the rates, straight-through rounding for ŷ."""
@@ -279,8 +284,9 @@ class _GainedHyperprior(CompressionModel):
         z_med = self.z_medians(q).view(1, -1, 1, 1)
         symbols = torch.round(z_g_hat - z_med)  # exact: z_g_hat = float(symbols) + medians, |symbols| << 2^22
         means, scales = self._int_h_s(q, z_g_hat.device)(symbols).chunk(2, 1)
-        g = self._g(self.gain, self._qt(z_g_hat, q))
-        return means * g, scales.abs() * g
+        qt = self._qt(z_g_hat, q)
+        g = self._g(self.gain, qt)
+        return means * g, scales.abs() * g * self._g(self.scale_calib, qt)
 
     def _put_latent(self, w: RansWriter, y: torch.Tensor, q: int, region: torch.Tensor | None = None,
                     bits: dict | None = None) -> torch.Tensor:
@@ -329,7 +335,7 @@ class _GainedHyperprior(CompressionModel):
         qt, gc = self._qt(y_g, q), self.gaussian_conditional
         z_hat = _round_ste(self.h_a(y_g) * self._g(self.zgain, qt), self.z_medians(qt))
         z_lik = _grouped_likelihoods(self.entropy_bottleneck, z_hat, qt, rounded=True)
-        means, scales = self._params(z_hat * self._g(self.inv_zgain, qt), qt)
+        means, scales = self._params(z_hat * self._g(self.inv_zgain, qt), qt, calibrated=True)
         y_hat = _round_ste(y_g, means)
         y_lik = gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))
         bits = -(torch.log2(y_lik).sum() + torch.log2(z_lik).sum())
@@ -373,10 +379,12 @@ class _GainedHyperprior(CompressionModel):
 
 def upgrade_state(model: nn.Module, state: dict) -> dict:
     """``state`` with the shared (one quality) priors of older weights repeated for every quality level, as
-    ``model`` (one prior per quality for ẑ and for the vectors) expects, and the generic vector context tables
-    where ``state`` has none; other entries are left as they are."""
+    ``model`` (one prior per quality for ẑ and for the vectors) expects, the generic vector context tables
+    and unit scale factors (``scale_calib``) where ``state`` has none; other entries are left as they are."""
     own = model.state_dict()
     out = dict(state)
+    if "scale_calib" in own and "scale_calib" not in state:  # weights from before the fitted scales: none
+        out["scale_calib"] = torch.ones_like(own["scale_calib"])
     if "mv_cdf" in own and "mv_cdf" not in state:  # weights from before the vector contexts: generic tables
         out["mv_cdf"] = own["mv_cdf"]
     for prefix in ("entropy_bottleneck.", "mv_entropy."):

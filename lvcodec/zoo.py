@@ -34,12 +34,12 @@ def weights_hash() -> bytes:
 @lru_cache(maxsize=1)
 def load_models():
     """The shipped intra and inter models (eval mode, CPU), weights verified against their SHA-256."""
-    from .models import InterModel, IntraModel
+    from .models import InterModel, IntraModel, upgrade_state
     from .weights import WEIGHTS_DIR, load_state
 
     intra, inter = IntraModel(), InterModel()
-    intra.load_state_dict(load_state(WEIGHTS_DIR / WEIGHTS["intra"][0], WEIGHTS["intra"][1]))
-    inter.load_state_dict(load_state(WEIGHTS_DIR / WEIGHTS["inter"][0], WEIGHTS["inter"][1]))
+    for model, key in ((intra, "intra"), (inter, "inter")):
+        model.load_state_dict(upgrade_state(model, load_state(WEIGHTS_DIR / WEIGHTS[key][0], WEIGHTS[key][1])))
     return intra.eval(), inter.eval()
 
 

@@ -416,6 +416,7 @@ def test_fit_priors_vector_tables_lower_the_bits_of_the_fields_they_are_fitted_t
 def test_tools_train_one_model_leaves_the_other_as_shipped(tmp_path, mode, frozen, trained):
     """tools/train.py --intra-only / --inter-only (the CPU sessions' trainers): one model learns, the other
     is written back exactly as loaded (its fitted tables included)."""
+    import torch
     from safetensors.torch import load_file
 
     from lvcodec.weights import WEIGHTS_DIR
@@ -433,6 +434,47 @@ def test_tools_train_one_model_leaves_the_other_as_shipped(tmp_path, mode, froze
     (shipped_frozen,) = glob.glob(str(WEIGHTS_DIR / f"{frozen}*.safetensors"))
     (shipped_trained,) = glob.glob(str(WEIGHTS_DIR / f"{trained}*.safetensors"))
     a, b = load_file(shipped_frozen), load_file(out / f"{frozen}.safetensors")
+    if "scale_calib" not in a:  # weights from before the fitted scales load with factor 1
+        a["scale_calib"] = torch.ones_like(b["scale_calib"])
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     a, b = load_file(shipped_trained), load_file(out / f"{trained}.safetensors")
     assert not a["g_a.0.weight"].equal(b["g_a.0.weight"])
+
+
+def test_fitted_scale_factors_code_the_latent_in_fewer_bits_and_decode_exactly():
+    """lvcodec.train.priors.fit_scales: per quality and channel, the factor on the scales of ŷ that codes the
+    collected latents in the fewest bits. With them the pictures code smaller, ŷ and the picture
+    are unchanged (only the probabilities are), the decoder rebuilds them exactly, and the qualities with
+    no latents keep their factors. Weights from before the factors load with factor 1."""
+    import av
+    import torch
+    from skimage import data as skdata
+
+    from lvcodec.frames import from_av, to_tensor
+    from lvcodec.models import IntraModel, upgrade_state
+    from lvcodec.train import priors as fp
+    from lvcodec.zoo import load_models
+
+    intra = load_models()[0]
+    intra.scale_calib.fill_(1.0)
+    photo = skdata.astronaut()
+    pics = [to_tensor(from_av(av.VideoFrame.from_ndarray(np.ascontiguousarray(photo[a:a + 128, b:b + 192]),
+                                                         format="rgb24")), 64) for a, b in ((0, 0), (256, 256))]
+    q = 0
+    costs = [[fp.y_costs(intra, intra.g_a(x), q) for x in pics]] + [[] for _ in range(intra.scale_calib.shape[0] - 1)]
+    fp.fit_scales(intra, costs, say=lambda s: None)
+    assert (intra.scale_calib[q] != 1).any() and (intra.scale_calib[1:] == 1).all()
+    assert float(intra.scale_calib.min()) >= float(fp.SCALE_FACTORS.min())
+    fitted = intra.scale_calib.clone()
+    for x in pics:
+        intra.scale_calib.fill_(1.0)
+        before = intra.compress(x, q)
+        intra.scale_calib.copy_(fitted)
+        after = intra.compress(x, q)
+        assert len(after["strings"][0]) < len(before["strings"][0])
+        assert torch.equal(after["x_hat"], before["x_hat"])
+        assert torch.equal(intra.decompress(after["strings"], after["shape"], q)["x_hat"], after["x_hat"])
+    state = {k: v for k, v in IntraModel().state_dict().items() if k != "scale_calib"}
+    old = IntraModel()
+    old.load_state_dict(upgrade_state(old, state))
+    assert (old.scale_calib == 1).all()

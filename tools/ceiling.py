@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from lvcodec.bench.clips import load_clip
 from lvcodec.frames import to_tensor
-from lvcodec.models import IntraModel
+from lvcodec.models import IntraModel, upgrade_state
 from lvcodec.weights import load_state
 from lvcodec.zoo import load_models
 
@@ -56,7 +56,7 @@ def load_intra(folder: str | None) -> IntraModel:
         return load_models()[0]
     (path,) = sorted(glob.glob(os.path.join(folder, "intra*.safetensors")))[:1]
     model = IntraModel()
-    model.load_state_dict(load_state(path, None))
+    model.load_state_dict(upgrade_state(model, load_state(path, None)))
     return model.eval()
 
 

@@ -25,7 +25,7 @@ import sys
 
 import torch
 
-from lvcodec.models import InterModel, IntraModel
+from lvcodec.models import InterModel, IntraModel, upgrade_state
 from lvcodec.registry import register_model
 from lvcodec.weights import load_state, sha256_file
 from lvcodec.zoo import HyperpriorV1
@@ -52,8 +52,8 @@ def register(name: str, model_id: int, folder: str) -> None:
 
         def __init__(self):
             intra, inter = IntraModel(), InterModel()
-            intra.load_state_dict(load_state(intra_path, None))
-            inter.load_state_dict(load_state(inter_path, None))
+            for model, path in ((intra, intra_path), (inter, inter_path)):
+                model.load_state_dict(upgrade_state(model, load_state(path, None)))
             self.intra, self.inter = intra.eval(), inter.eval()
             self._configure(self.default_preset)
 

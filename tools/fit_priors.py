@@ -83,14 +83,14 @@ def main() -> None:
         with np.load(args.cache) as f:
             sym = {p: [[torch.from_numpy(f[k]) for k in sorted((k for k in f.files if k.startswith(f"{p}/{q}/")),
                                                                 key=lambda n: int(n.rsplit("/", 1)[1]))]
-                        for q in range(NUM_QUALITIES)] for p in priors.PRIORS}
+                        for q in range(NUM_QUALITIES)] for p in priors.COLLECTED}
     else:
         videos = sorted(p for p in glob.glob(os.path.join(args.videos, "**", "*"), recursive=True)
                         if os.path.isfile(p) and p.lower().endswith((".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m")))
         clips = read_clips(videos, args.frames, tuple(e for e in args.exclude.split(",") if e))
         sym = priors.collect(intra, inter, clips, say=lambda s: print(s, flush=True))
         if args.cache:
-            np.savez_compressed(args.cache, **{f"{p}/{q}/{i}": t.numpy() for p in priors.PRIORS
+            np.savez_compressed(args.cache, **{f"{p}/{q}/{i}": t.numpy() for p in priors.COLLECTED
                                                for q, v in enumerate(sym[p]) for i, t in enumerate(v)})
     priors.fit_priors(intra, inter, None, args.steps, symbols=sym)
     os.makedirs(args.out_dir, exist_ok=True)

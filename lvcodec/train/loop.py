@@ -39,6 +39,7 @@ from .build import build_models, init_weights
 from .config import Config, StageConfig
 from .data import TrainingSet
 from ..zoo import HyperpriorV1
+from ..models import upgrade_state
 from .distributed import Dist
 
 #: the motion field P-frames are trained with: the one the shipped encoder codes with
@@ -294,8 +295,8 @@ def _run(cfg, out, resume, overwrite, stop_after, d: Dist, progress, check_only,
     rng = np.random.default_rng(np.random.SeedSequence([tc.seed, d.rank]))
     torch.manual_seed(int(np.random.SeedSequence([tc.seed, d.rank, 1]).generate_state(1)[0]))
     if ck is not None:
-        intra.load_state_dict(ck["intra"])
-        inter.load_state_dict(ck["inter"])
+        intra.load_state_dict(upgrade_state(intra, ck["intra"]))
+        inter.load_state_dict(upgrade_state(inter, ck["inter"]))
         step, stage_i, stage_step, elapsed = ck["step"], ck["stage"], ck["stage_step"], ck["elapsed"]
         if ck["world_size"] == d.world:
             _set_rng_states(rng, ck["rng"][d.rank])

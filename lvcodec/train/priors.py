@@ -32,6 +32,11 @@ from ..models import NUM_QUALITIES, InterModel, IntraModel
 from ..zoo import HyperpriorV1
 
 PRIORS = ("intra_z", "inter_z", "mv")
+#: what :func:`collect` gathers: the symbols of the priors, and the bits of ŷ under each of :data:`SCALE_FACTORS`
+COLLECTED = PRIORS + ("intra_y", "inter_y")
+#: the factors on the scales of ŷ' among which :func:`fit_scales` chooses, per quality and channel: steps
+#: of 2 % (in the log) from 0.3 to 1.6, 1 included
+SCALE_FACTORS = torch.exp(0.02 * torch.arange(-60, 24, dtype=torch.float64)).float()
 #: how ``lvc encode``'s default preset chooses the block size: the fitted tables price what it codes
 DEFAULT_DECIDE = HyperpriorV1.PRESETS[HyperpriorV1.default_preset]["decide"]
 
@@ -45,18 +50,47 @@ def z_symbols(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None
     return (sym.flatten(1) if region is None else sym[:, region]).to(torch.int32)
 
 
+def y_costs(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None) -> torch.Tensor:
+    """Bits of each channel of ŷ that :meth:`_put_latent` codes for the latent ``y`` at quality index ``q``
+    (with ``region``, only under the samples it sets), were its scales those of ``h_s`` times each of
+    :data:`SCALE_FACTORS` instead of times ``scale_calib``: (M, len(SCALE_FACTORS)). As the coder prices
+    them: each scale is replaced by the entry of the scale table its index picks."""
+    qt = torch.tensor([q])
+    y_g = y * model._g(model.gain, qt)
+    med = model.z_medians(q).view(1, -1, 1, 1)
+    z_sym = torch.round(model.h_a(y_g) * model._g(model.zgain, qt) - med)
+    if region is not None:
+        z_sym = z_sym * region
+    means, scales = model._params_exact(z_sym + med, q)
+    scales = scales / model._g(model.scale_calib, qt)
+    sym = torch.round(y_g - means)[0]
+    scales = scales[0]
+    if region is not None:
+        sel = region.repeat_interleave(4, 0).repeat_interleave(4, 1)
+        sym, scales = sym[:, sel], scales[:, sel]
+    sym, scales = sym.flatten(1), scales.flatten(1)
+    gc = model.gaussian_conditional
+    out = torch.empty(sym.shape[0], len(SCALE_FACTORS))
+    for i, f in enumerate(SCALE_FACTORS):
+        table = gc.scale_table[gc.build_indexes(scales * f).long()]
+        out[:, i] = -torch.log2(gc.likelihood_lower_bound(gc._likelihood(sym, table))).sum(1)
+    return out
+
+
 @torch.no_grad()
 def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=HyperpriorV1.INTRA_OFFSETS,
             say=None):
     """Code each clip (``(name, pictures)``, whole pictures, at least two) at every quality level as
     ``lvc encode`` does (the I-frame ``intra_offsets[q]`` levels up, then P-frames) and keep every symbol of
-    ẑ (any picture may be an I-frame) and every vector residual field. Every P-frame is coded at the
+    ẑ (any picture may be an I-frame), every vector residual field and the bits of ŷ by scale factor
+    (:func:`y_costs`; the I-frames' latents unrefined). Every P-frame is coded at the
     level being collected, not at the encoder's per-position levels (``HyperpriorV1.INTER_OFFSETS``), so
     that every level gets the symbols of every P-frame, however short the clips (with them, the top level
     would come only from every 4th P-frame); a P-frame's reference is then one level better or worse
     than the encoder's would be, nothing more.
-    Returns {prior: [[(C, n) int tensors, or (2, Hb, Wb) fields for "mv"] * NUM_QUALITIES]}."""
-    out = {p: [[] for _ in range(NUM_QUALITIES)] for p in PRIORS}
+    Returns {name: [[(C, n) int tensors, (2, Hb, Wb) fields for "mv", (M, factors) bits for "*_y"] *
+    NUM_QUALITIES]} for each name of :data:`COLLECTED`."""
+    out = {p: [[] for _ in range(NUM_QUALITIES)] for p in COLLECTED}
     for name, pics in clips:
         if len(pics) < 2:
             continue
@@ -66,6 +100,7 @@ def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=Hyperprio
             y = intra.g_a(x)
             for q in range(NUM_QUALITIES):
                 out["intra_z"][q].append(z_symbols(intra, y, q))
+                out["intra_y"][q].append(y_costs(intra, y, q))
         for q in range(NUM_QUALITIES):
             ref = quantize8(intra.compress(xs[0], min(q + intra_offsets[q], NUM_QUALITIES - 1))["x_hat"])
             for x in xs[1:]:
@@ -74,8 +109,9 @@ def collect(intra: IntraModel, inter: InterModel, clips, intra_offsets=Hyperprio
                 out["mv"][q].append((mv - motion.mv_prediction(mv))[0])
                 pred = motion.compensate(ref, mv, field=coded["field"])
                 if not coded["skip"]:  # a skipped latent codes no ẑ
-                    out["inter_z"][q].append(z_symbols(inter, inter.g_a(torch.cat((x - pred, pred), 1)), q,
-                                                       coded["region"]))
+                    y = inter.g_a(torch.cat((x - pred, pred), 1))
+                    out["inter_z"][q].append(z_symbols(inter, y, q, coded["region"]))
+                    out["inter_y"][q].append(y_costs(inter, y, q, coded["region"]))
                 ref = quantize8(coded["x_hat"])
         if say:
             say(f"{name}: {len(pics)} frames {pics[0].width}x{pics[0].height} {time.time() - t0:.0f}s")
@@ -163,6 +199,24 @@ def fit_vector_tables(inter: InterModel, fields: list[list[torch.Tensor]], say=p
         say(f"  quality {q + 1}: bits per component {before[q]:.3f} -> {after:.3f}")
 
 
+def fit_scales(model, costs: list[list[torch.Tensor]], say=print) -> None:
+    """Set ``model.scale_calib`` to the factor of :data:`SCALE_FACTORS` that codes the collected latents in
+    the fewest bits, per quality and channel (``costs[q]``: (M, factors) tensors of :func:`y_costs`); a
+    quality with no latents keeps its factors."""
+    for q, v in enumerate(costs):
+        if not v:
+            say(f"  quality {q + 1}: no latents, factors kept")
+            continue
+        total = torch.stack(v).sum(0)  # (M, factors)
+        best = total.argmin(1)
+        one = int(torch.argmin((SCALE_FACTORS - 1).abs()))
+        before, after = float(total[:, one].sum()), float(total.gather(1, best[:, None]).sum())
+        model.scale_calib[q] = SCALE_FACTORS[best]
+        f = model.scale_calib[q]
+        say(f"  quality {q + 1}: bits of ŷ {before:.0f} -> {after:.0f} ({100 * (after / before - 1):+.1f} %), "
+            f"factors {float(f.min()):.2f} .. {float(f.max()):.2f}, median {float(f.median()):.2f}")
+
+
 def fit_priors(intra: IntraModel, inter: InterModel, clips, steps: int = 3000, say=print, symbols=None) -> dict:
     """Collect the symbols of ``clips`` (see :func:`collect`; or take ``symbols`` already collected) and fit
     all three priors and the vector tables in place. Returns the symbols."""
@@ -173,4 +227,7 @@ def fit_priors(intra: IntraModel, inter: InterModel, clips, steps: int = 3000, s
         fit(eb, sym[name], steps, keep, say)
     say("mv (context tables, lvcodec/mvcoding.py):")
     fit_vector_tables(inter, sym["mv"], say)
+    for name, model in (("intra_y", intra), ("inter_y", inter)):
+        say(f"{name} (scale factors):")
+        fit_scales(model, sym.get(name, [[]] * NUM_QUALITIES), say)
     return sym
