@@ -28,7 +28,7 @@ from compressai.entropy_models import EntropyBottleneck
 from .. import motion, mvcoding
 from ..codec import mv_lambda
 from ..frames import quantize8, to_tensor
-from ..models import NUM_QUALITIES, InterModel, IntraModel
+from ..models import NUM_QUALITIES, InterModel, IntraModel, _expand
 from ..zoo import HyperpriorV1
 
 PRIORS = ("intra_z", "inter_z", "mv")
@@ -41,12 +41,18 @@ SCALE_FACTORS = torch.exp(0.02 * torch.arange(-60, 24, dtype=torch.float64)).flo
 DEFAULT_DECIDE = HyperpriorV1.PRESETS[HyperpriorV1.default_preset]["decide"]
 
 
+def _z_grid(model, y: torch.Tensor, q: int) -> torch.Tensor:
+    """The symbols of ẑ (1, Nz, Hz, Wz) that :meth:`_put_latent` codes for the latent ``y`` at quality index
+    ``q`` (where a region mask leaves a sample out, it codes 0 instead)."""
+    qt = torch.tensor([q])
+    z_g = model.h_a(y * model._g(model.gain, qt)) * model._g(model.zgain, qt)
+    return torch.round(z_g - model.z_medians(q).view(1, -1, 1, 1))
+
+
 def z_symbols(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None) -> torch.Tensor:
     """The symbols of ẑ that :meth:`_put_latent` codes for the latent ``y`` at quality index ``q``: (Nz, n);
     with ``region``, those of the samples it sets (a masked P-frame codes no others)."""
-    qt = torch.tensor([q])
-    z_g = model.h_a(y * model._g(model.gain, qt)) * model._g(model.zgain, qt)
-    sym = torch.round(z_g - model.z_medians(q).view(1, -1, 1, 1))[0]
+    sym = _z_grid(model, y, q)[0]
     return (sym.flatten(1) if region is None else sym[:, region]).to(torch.int32)
 
 
@@ -56,17 +62,15 @@ def y_costs(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None) 
     :data:`SCALE_FACTORS` instead of times ``scale_calib``: (M, len(SCALE_FACTORS)). As the coder prices
     them: each scale is replaced by the entry of the scale table its index picks."""
     qt = torch.tensor([q])
-    y_g = y * model._g(model.gain, qt)
-    med = model.z_medians(q).view(1, -1, 1, 1)
-    z_sym = torch.round(model.h_a(y_g) * model._g(model.zgain, qt) - med)
+    z_sym = _z_grid(model, y, q)
     if region is not None:
         z_sym = z_sym * region
-    means, scales = model._params_exact(z_sym + med, q)
+    means, scales = model._params_exact(z_sym + model.z_medians(q).view(1, -1, 1, 1), q)
     scales = scales / model._g(model.scale_calib, qt)
-    sym = torch.round(y_g - means)[0]
+    sym = torch.round(y * model._g(model.gain, qt) - means)[0]
     scales = scales[0]
     if region is not None:
-        sel = region.repeat_interleave(4, 0).repeat_interleave(4, 1)
+        sel = _expand(region, 4)
         sym, scales = sym[:, sel], scales[:, sel]
     sym, scales = sym.flatten(1), scales.flatten(1)
     gc = model.gaussian_conditional
@@ -219,7 +223,7 @@ def fit_scales(model, costs: list[list[torch.Tensor]], say=print) -> None:
 
 def fit_priors(intra: IntraModel, inter: InterModel, clips, steps: int = 3000, say=print, symbols=None) -> dict:
     """Collect the symbols of ``clips`` (see :func:`collect`; or take ``symbols`` already collected) and fit
-    all three priors and the vector tables in place. Returns the symbols."""
+    all three priors, the vector tables and the scale factors of ŷ in place. Returns the symbols."""
     sym = symbols if symbols is not None else collect(intra, inter, clips, say=say)
     for name, eb, keep in (("intra_z", intra.entropy_bottleneck, True), ("inter_z", inter.entropy_bottleneck, True),
                            ("mv", inter.mv_entropy, False)):
