@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-a8c090c8.safetensors", "a8c090c8bd962be7b0d3b7e0a0e00e38a9928eb64efe4a90fd8ac523c5cb0544"),
-    "inter": ("inter-68959612.safetensors", "6895961276224bb5c1a0edba9f7e07fb8d9acab105ac84a903a842f45a043227"),
+    "intra": ("intra-5e523ad7.safetensors", "5e523ad7fbb4219ba110a514292591c3ea730ee58f872f1ee2ed068c647b52c4"),
+    "inter": ("inter-35616ed8.safetensors", "35616ed85f00dc0f0620116e330c5667924d73d5c640c4c350a3dc00c1891dce"),
 }
 
 

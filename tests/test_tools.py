@@ -17,13 +17,13 @@ def _tool(name, *args) -> str:
 def test_ceiling_is_where_the_levels_level_off(clip_path):
     """tools/ceiling.py: the levels climb towards the unquantized reconstruction's luma PSNR and the top one
     ends near it (the encoder's latent refinement can take it past: 1.6 dB with the weights of MODEL_CARD
-    (12)), far above q1."""
+    (12), 2.1 dB with those of (14)), far above q1."""
     line = _tool("ceiling.py", "--levels", clip_path).strip().splitlines()[-1]
     ceiling = float(line.split(":")[1].split()[0])
     levels = [(float(b), float(p)) for b, p in re.findall(r"q\d ([\d.]+) ([\d.]+)", line)]
     assert len(levels) == 8
     assert all(b1 < b2 and p1 < p2 for (b1, p1), (b2, p2) in zip(levels, levels[1:])), levels
-    assert abs(levels[-1][1] - ceiling) < 2.0 and levels[0][1] < ceiling - 1.5, (ceiling, levels)
+    assert ceiling - 2.0 < levels[-1][1] < ceiling + 3.0 and levels[0][1] < ceiling - 1.5, (ceiling, levels)
 
 
 def test_residual_probe_layer_trades_rate_for_quality(clip_path):

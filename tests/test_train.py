@@ -3,6 +3,7 @@ and a two-process torchrun (gloo) run. Tiny models on a synthetic data folder ma
 
 from __future__ import annotations
 
+import copy
 import csv
 import glob
 import json
@@ -455,7 +456,7 @@ def test_fitted_scale_factors_code_the_latent_in_fewer_bits_and_decode_exactly()
     from lvcodec.train import priors as fp
     from lvcodec.zoo import load_models
 
-    intra = load_models()[0]
+    intra = copy.deepcopy(load_models()[0])  # the shared model stays as shipped for the other tests
     intra.scale_calib.fill_(1.0)
     photo = skdata.astronaut()
     pics = [to_tensor(from_av(av.VideoFrame.from_ndarray(np.ascontiguousarray(photo[a:a + 128, b:b + 192]),
