@@ -201,6 +201,81 @@ def _expand(region: torch.Tensor, k: int) -> torch.Tensor:
     return region.repeat_interleave(k, 0).repeat_interleave(k, 1)
 
 
+#: The scale table's step in the log: ``scale_table()`` is geometric, one index up multiplies the scale by
+#: exp(SCALE_STEP)
+SCALE_STEP = math.log(SCALES_MAX / SCALES_MIN) / (SCALES_LEVELS - 1)
+
+
+def anchor_mask(h: int, w: int, device=None) -> torch.Tensor:
+    """The checkerboard's anchors on an (h, w) grid of ŷ: the samples (i, j) with i + j even (coded first,
+    by the hyperprior alone); the others are coded second, given the anchors (:class:`CheckerboardContext`)."""
+    i, j = torch.arange(h, device=device), torch.arange(w, device=device)
+    return (i[:, None] + j[None]) % 2 == 0
+
+
+def _put(w: RansWriter, gc: GaussianConditional, symbols: torch.Tensor, indexes: torch.Tensor, where: torch.Tensor):
+    """Code the samples of ``symbols`` (1, C, H, W) that ``where`` (H, W) sets: channel by channel, each in
+    raster order."""
+    if bool(where.any()):
+        w.put(gc, symbols[..., where], indexes[..., where])
+
+
+def _get(r: RansReader, gc: GaussianConditional, symbols: torch.Tensor, indexes: torch.Tensor, where: torch.Tensor):
+    """Inverse of :func:`_put`: reads into ``symbols`` in place."""
+    if bool(where.any()):
+        symbols[..., where] = r.get(gc, indexes[..., where]).to(symbols.device)
+
+
+class CheckerboardContext(nn.Module):
+    """A checkerboard context for the non-anchor half of ŷ (He et al., "Checkerboard context model for
+    efficient learned image compression", CVPR 2021), made cheap and exact: it refines the hyperprior's
+    parameters rather than replacing them, and it sees integers only.
+
+    From the anchors' symbols (``round(y' - mean)``, zero elsewhere, clamped to ±:attr:`SYMBOL_CLAMP`) and
+    the hyperprior's scale indexes (divided by 8) it predicts, for every non-anchor sample, a mean shift
+    (added to the hyperprior's mean) and a log-scale offset in [-2, 1] (times 8: an offset of the scale
+    index, rounded; :attr:`OFFSETS` bounds it). The coder runs its exact fixed-point twin
+    (:class:`~lvcodec.intnet.IntegerNetwork`), so the decoder rebuilds the same parameters on every machine.
+
+    It is fitted after training, with the transforms, ``h_s`` and ``scale_calib`` frozen
+    (:mod:`lvcodec.train.context`). Its last layer starts at zero: an unfitted context changes nothing but
+    the coding order."""
+
+    SYMBOL_CLAMP = 32
+    INDEX_UNIT = 8  # the second half of the output times 8 is the scale-index offset
+    OFFSETS = (-16, 8)  # = the log-scale range [-2, 1] in index steps
+
+    def __init__(self, M: int, hidden: int = 64):
+        super().__init__()
+        self.M = M
+        self.net = nn.Sequential(nn.Conv2d(2 * M, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, hidden, 1),
+                                 nn.ReLU(), nn.Conv2d(hidden, 2 * M, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, anchors: torch.Tensor, indexes: torch.Tensor):
+        """Float (training) version: mean shifts and continuous scale-index offsets, both (B, M, H, W)."""
+        c = self.SYMBOL_CLAMP
+        inp = torch.cat((anchors.clamp(-c, c), indexes.float() / self.INDEX_UNIT), 1)
+        delta, t = self.net(inp).chunk(2, 1)
+        lo, hi = self.OFFSETS
+        return delta, (t * self.INDEX_UNIT).clamp(lo, hi)
+
+    def integer(self) -> IntegerNetwork:
+        """The exact fixed-point twin of :attr:`net` (inputs: the anchors' symbols, then the scale indexes)."""
+        scale = torch.cat((torch.ones(self.M), torch.full((self.M,), 1.0 / self.INDEX_UNIT)))
+        return IntegerNetwork(self.net, torch.zeros(2 * self.M), scale, in_bound=SCALES_LEVELS)
+
+    def exact(self, net: IntegerNetwork, anchors: torch.Tensor, indexes: torch.Tensor):
+        """The coder's version with ``net`` = :meth:`integer`: mean shifts (float32) and integer
+        scale-index offsets, bit-identical everywhere (the symbols clamped, the offsets times 8 (exact),
+        clamped and rounded, all elementwise)."""
+        c = self.SYMBOL_CLAMP
+        delta, t = net(torch.cat((anchors.clamp(-c, c), indexes.float()), 1)).chunk(2, 1)
+        lo, hi = self.OFFSETS
+        return delta, torch.round((t * self.INDEX_UNIT).clamp(lo, hi)).int()
+
+
 class _GainedHyperprior(CompressionModel):
     """Shared hyperprior, gains and coding logic; subclasses give the analysis and synthesis."""
 
@@ -230,6 +305,7 @@ class _GainedHyperprior(CompressionModel):
         # prices by), fitted after training to the symbols the encoder codes (lvcodec.train.priors): the
         # uniform noise of training widens the scales that rounding needs; training itself ignores it
         self.register_buffer("scale_calib", torch.ones(qualities, M))
+        self.context = CheckerboardContext(M)
 
     # -- helpers ---------------------------------------------------------------------------------
     @staticmethod
@@ -278,6 +354,16 @@ class _GainedHyperprior(CompressionModel):
             cache[key] = IntegerNetwork(self.h_s, self.z_medians(q), self.inv_zgain[q]).to(device)
         return cache[key]
 
+    def _int_context(self, device: torch.device) -> IntegerNetwork:
+        """The exact fixed-point context net, cached like :meth:`_int_h_s`."""
+        src = list(self.context.parameters())
+        key = (str(device), tuple((t.data_ptr(), _version_of(t)) for t in src))
+        cache = self.__dict__.setdefault("_int_context_cache", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = self.context.integer().to(device)
+        return cache[key]
+
     def _params_exact(self, z_g_hat: torch.Tensor, q: int):
         """Entropy parameters of y' from the decoded ẑ' (= symbols + medians), bit-identical everywhere:
         the symbols are recovered exactly, ``h_s`` runs in exact fixed point, the rest is elementwise."""
@@ -291,6 +377,8 @@ class _GainedHyperprior(CompressionModel):
     def _put_latent(self, w: RansWriter, y: torch.Tensor, q: int, region: torch.Tensor | None = None,
                     bits: dict | None = None) -> torch.Tensor:
         """Code the latent ``y`` (ẑ, then ŷ given ẑ) into ``w``; returns ŷ exactly as the decoder gets it.
+        ŷ goes in two passes: its anchors (:func:`anchor_mask`) with the hyperprior's parameters, then the
+        other samples with the parameters the checkerboard context refines from the anchors.
         With ``region`` (a boolean (Hz, Wz) grid, one per sample of ẑ) only the samples of ẑ it sets and the
         4x4 samples of ŷ under each are coded; the others are symbol 0 (ẑ its median, ŷ its mean). With
         ``bits``, puts there the estimated bits of every sample of ẑ (``"z"``, (1, 1, Hz, Wz)) and of ŷ
@@ -301,32 +389,50 @@ class _GainedHyperprior(CompressionModel):
         z_g_hat = put_factorized(w, self.entropy_bottleneck, z_g, first=self.Nz * q, region=region)
         means, scales = self._params_exact(z_g_hat, q)
         gc = self.gaussian_conditional
-        symbols = torch.round(y_g - means)
-        if region is None:
-            w.put(gc, symbols, gc.build_indexes(scales))
-        else:
-            sel = _expand(region.to(symbols.device), 4)
-            symbols = symbols * sel
-            w.put(gc, symbols[..., sel], gc.build_indexes(scales)[..., sel])
+        indexes = gc.build_indexes(scales)
+        sel, anchors = self._coded_samples(y_g.shape[-2:], region, y_g.device)
+        first = sel & anchors
+        symbols = torch.round(y_g - means) * first
+        _put(w, gc, symbols, indexes, first)
+        means, indexes = self._refined(symbols, means, indexes, anchors)
+        second = sel & ~anchors
+        symbols = torch.where(anchors, symbols, torch.round(y_g - means) * second)
+        _put(w, gc, symbols, indexes, second)
         if bits is not None:
             z_lik = _grouped_likelihoods(self.entropy_bottleneck, z_g_hat, qt, rounded=True)
-            y_lik = gc.likelihood_lower_bound(gc._likelihood(symbols + means, scales, means))
+            table = gc.scale_table.to(indexes.device)[indexes.long()]
+            y_lik = gc.likelihood_lower_bound(gc._likelihood(symbols, table))
             bits["z"] = -torch.log2(z_lik).sum(1, keepdim=True)
             bits["y"] = -torch.log2(y_lik).sum(1, keepdim=True)
         # ŷ' = symbols + means, the same elementwise sum the decoder computes
         return (symbols + means) * self._g(self.inv_gain, qt)
+
+    @staticmethod
+    def _coded_samples(shape, region: torch.Tensor | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples of ŷ the stream codes (all, or those under ``region``) and the checkerboard's anchors."""
+        sel = (torch.ones(tuple(shape), dtype=torch.bool, device=device) if region is None
+               else _expand(region.to(device), 4))
+        return sel, anchor_mask(*shape, device=device)
+
+    def _refined(self, first: torch.Tensor, means: torch.Tensor, indexes: torch.Tensor, anchors: torch.Tensor):
+        """The means and scale indexes of ŷ' for its second pass: the hyperprior's at the anchors, refined by
+        the checkerboard context elsewhere, from ``first`` (the anchors' symbols, zero elsewhere)."""
+        delta, offset = self.context.exact(self._int_context(means.device), first, indexes)
+        means = torch.where(anchors, means, means + delta)
+        indexes = torch.where(anchors, indexes, (indexes + offset).clamp(0, SCALES_LEVELS - 1).to(indexes.dtype))
+        return means, indexes
 
     def _get_latent(self, r: RansReader, shape: tuple[int, int], q: int, region: torch.Tensor | None = None) -> torch.Tensor:
         """Inverse of :meth:`_put_latent`: ŷ from the stream, ``shape`` the size of ẑ."""
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z_g_hat = get_factorized(r, eb, shape, channels=self.Nz, first=self.Nz * q, region=region)
         means, scales = self._params_exact(z_g_hat, q)
-        if region is None:
-            symbols = r.get(gc, gc.build_indexes(scales))
-        else:
-            sel = _expand(region.to(scales.device), 4)
-            symbols = torch.zeros(scales.shape, device=scales.device)
-            symbols[..., sel] = r.get(gc, gc.build_indexes(scales)[..., sel]).to(scales.device)
+        indexes = gc.build_indexes(scales)
+        sel, anchors = self._coded_samples(scales.shape[-2:], region, scales.device)
+        symbols = torch.zeros(scales.shape, device=scales.device)
+        _get(r, gc, symbols, indexes, sel & anchors)
+        means, indexes = self._refined(symbols, means, indexes, anchors)
+        _get(r, gc, symbols, indexes, sel & ~anchors)
         return (symbols + means) * self._g(self.inv_gain, self._qt(symbols, q))
 
     def _rd_cost(self, y_g: torch.Tensor, q: int, distortion) -> torch.Tensor:
@@ -373,8 +479,15 @@ class _GainedHyperprior(CompressionModel):
 
     def update(self, scale_table_=None, force: bool = False, update_quantiles: bool = False) -> bool:
         self.__dict__.pop("_int_h_s_cache", None)
+        self.__dict__.pop("_int_context_cache", None)
         return super().update(scale_table=scale_table() if scale_table_ is None else scale_table_,
                               force=force, update_quantiles=update_quantiles)
+
+
+def fitted_after_training(name: str) -> bool:
+    """Whether the parameter ``name`` is fitted after training (the checkerboard context,
+    :mod:`lvcodec.train.context`) rather than trained: the training loss never uses it."""
+    return name.startswith("context.")
 
 
 def upgrade_state(model: nn.Module, state: dict) -> dict:
@@ -385,6 +498,9 @@ def upgrade_state(model: nn.Module, state: dict) -> dict:
     out = dict(state)
     if "scale_calib" in own and "scale_calib" not in state:  # weights from before the fitted scales: none
         out["scale_calib"] = torch.ones_like(own["scale_calib"])
+    for k in own:  # weights from before the checkerboard context: an unfitted one (its last layer zero)
+        if k.startswith("context.") and k not in state:
+            out[k] = own[k]
     if "mv_cdf" in own and "mv_cdf" not in state:  # weights from before the vector contexts: generic tables
         out["mv_cdf"] = own["mv_cdf"]
     for prefix in ("entropy_bottleneck.", "mv_entropy."):

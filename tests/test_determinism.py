@@ -266,20 +266,20 @@ def _conv_by_matmul(layer, a, dtype=torch.float64, perm=None):
     return out.view(n, cout, oh, -1)
 
 
-def _worst_case_input(layer, shape, o, y, x):
+def _worst_case_input(layer, shape, o, y, x, limit=2**intnet.ACT_BITS - 1):
     """The input in range that makes output (o, y, x) as large as it can be: |a| at its limit, signs
     of the weights that multiply it (the gradient of that output)."""
     a = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
     out = (F.conv_transpose2d(a, layer.weight, None, layer.stride, layer.padding, layer.output_padding)
            if layer.transposed else F.conv2d(a, layer.weight, None, layer.stride, layer.padding))
     out[0, o, y, x].backward()
-    return (2**intnet.ACT_BITS - 1) * torch.sign(a.grad)
+    return limit * torch.sign(a.grad)
 
 
-def _check_exact(layer, cin, hw, at_least):
+def _check_exact(layer, cin, hw, at_least, limit=2**intnet.ACT_BITS - 1):
     out_dim = 1 if layer.transposed else 0
     o = int(layer.weight.abs().sum(dim=[d for d in range(4) if d != out_dim]).argmax())
-    a = _worst_case_input(layer, (1, cin, hw, hw), o, hw // 2, hw // 2)
+    a = _worst_case_input(layer, (1, cin, hw, hw), o, hw // 2, hw // 2, limit)
     acc = layer(a)  # the library's float64 convolution
     exact = _conv_by_matmul(layer, a, torch.int64)  # integer arithmetic: the true value
     assert torch.equal(acc.long(), exact) and torch.equal(acc, exact.double())
@@ -311,6 +311,44 @@ def test_fixed_point_layers_are_exact_at_the_bound(make):
     fp = intnet.FixedPointConv(layer, intnet.ACT_FRAC)
     assert fp.weight.abs().min() > 0.99 * 2**intnet.WEIGHT_BITS
     _check_exact(fp, layer.in_channels, 5, 2.0**52)
+
+
+def test_the_context_net_is_exact_at_its_input_bound():
+    """The checkerboard context's first layer sums 3x3 x 256 inputs: exact for inputs within its bound
+    (symbols clamped to ±32, scale indexes 0..63: below 64 · 2^16) even with every weight at full scale,
+    though a network built for the full activation range would not be, and is refused."""
+    ctx = lvmodels.CheckerboardContext(128)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        w = ctx.net[0].weight
+        w.copy_(torch.where(torch.rand(w.shape, generator=g) < 0.5, -0.999, 0.999))
+        ctx.net[0].bias.zero_()
+    net = ctx.integer()
+    assert net.in_limit == 64 * 2**intnet.IN_FRAC
+    _check_exact(net.layers[0], 256, 5, 2.0**50, limit=net.in_limit)
+    with pytest.raises(ValueError, match="not exact"):
+        intnet.IntegerNetwork(ctx.net, torch.zeros(256))
+
+
+@pytest.mark.parametrize("model", [0, 1], ids=["intra", "inter"])
+def test_a_context_decodes_exactly_with_and_without_a_region_mask(model):
+    """ŷ in two passes: the decoder rebuilds the context's refined parameters from the anchors it has read,
+    exactly (a random context, so every mean and most scale indexes move), masked or not."""
+    m = copy.deepcopy(load_models()[model])
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in m.context.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    y = torch.randn(1, m.M, 8, 12, generator=g) * 3
+    region = torch.tensor([[True, False, True], [False, True, True]])
+    for reg in (None, region):
+        w = lvmodels.RansWriter()
+        y_hat = m._put_latent(w, y, 4, reg)
+        r = lvmodels.RansReader(w.flush())
+        assert torch.equal(m._get_latent(r, (2, 3), 4, reg), y_hat)
+    sel, anchors = m._coded_samples((8, 12), None, y.device)
+    delta, offset = m.context.exact(m._int_context(y.device), torch.round(y * anchors), torch.full(y.shape, 30))
+    assert (delta != 0).all() and (offset != 0).float().mean() > 0.5
 
 
 def test_the_fixed_point_h_s_follows_the_weights():

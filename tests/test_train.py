@@ -75,6 +75,7 @@ def write_config(path, data_dir, out, stages: str, eval_: str = "qualities = []"
 
         [priors]
         {priors}
+        context_steps = 30
         """) + textwrap.dedent(stages))
     return str(path)
 
@@ -298,6 +299,7 @@ def test_train_end_to_end_exports_weights_and_card(tmp_path, data_dir):
     generic = build_models("lvc-hyperprior-v1", N=8, M=8, Nz=8, F=8)[1]
     assert not torch.equal(inter.mv_cdf, generic.mv_cdf)
     assert "fitting the priors to the symbols of 2 training videos" in r.stderr
+    assert "fitting the checkerboard contexts (30 steps each)" in r.stderr
     card = (out / "MODEL_CARD.md").read_text()
     for part in ("## Data", "## Schedule", "## λ per quality", "0.07151", "| intra | 2 |",
                  "fitted to the coded symbols of 2 training videos",
@@ -437,7 +439,9 @@ def test_tools_train_one_model_leaves_the_other_as_shipped(tmp_path, mode, froze
     a, b = load_file(shipped_frozen), load_file(out / f"{frozen}.safetensors")
     if "scale_calib" not in a:  # weights from before the fitted scales load with factor 1
         a["scale_calib"] = torch.ones_like(b["scale_calib"])
-    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    # weights from before the checkerboard context load with an unfitted one, written back with the rest
+    assert set(a) <= set(b) and all(k.startswith("context.") for k in set(b) - set(a))
+    assert all(a[k].equal(b[k]) for k in a)
     a, b = load_file(shipped_trained), load_file(out / f"{trained}.safetensors")
     assert not a["g_a.0.weight"].equal(b["g_a.0.weight"])
 
@@ -479,3 +483,41 @@ def test_fitted_scale_factors_code_the_latent_in_fewer_bits_and_decode_exactly()
     old = IntraModel()
     old.load_state_dict(upgrade_state(old, state))
     assert (old.scale_calib == 1).all()
+
+
+def test_a_fitted_context_codes_the_latent_in_fewer_bits_and_decodes_exactly():
+    """lvcodec.train.context: fitted to a picture's latents, the checkerboard context codes them in fewer
+    bits (as the coder counts them and in real bytes), the decoder rebuilds the picture exactly, and
+    weights from before the context load with one that changes nothing (zero refinements)."""
+    import av
+    import torch
+    from skimage import data as skdata
+
+    from lvcodec.frames import from_av, to_tensor
+    from lvcodec.models import IntraModel, anchor_mask, upgrade_state
+    from lvcodec.train import context
+    from lvcodec.zoo import load_models
+
+    intra = copy.deepcopy(load_models()[0])  # the shared model stays as shipped for the other tests
+    intra.context.load_state_dict(IntraModel().context.state_dict())  # unfitted: zero refinements
+    photo = skdata.astronaut()
+    x = to_tensor(from_av(av.VideoFrame.from_ndarray(np.ascontiguousarray(photo[64:256, 128:384]),
+                                                     format="rgb24")), 64)
+    y = intra.g_a(x)
+    items = [context.residuals(intra, y, q) for q in (1, 4)]
+    before = {q: intra.compress(x, q) for q in (1, 4)}
+    context.fit(intra.context, intra.gaussian_conditional, items, 400)
+    hyper, refined = context.coded_bits(intra, items)
+    assert refined < 0.97 * hyper
+    for q in (1, 4):
+        after = intra.compress(x, q)
+        assert len(after["strings"][0]) < len(before[q]["strings"][0])
+        assert torch.equal(intra.decompress(after["strings"], after["shape"], q)["x_hat"], after["x_hat"])
+        mse = lambda out: float(((out["x_hat"] - x) ** 2).mean())  # noqa: E731
+        assert mse(after) < 1.05 * mse(before[q])  # the refined means move ŷ: no worse
+    state = {k: v for k, v in IntraModel().state_dict().items() if not k.startswith("context.")}
+    old = IntraModel()
+    old.load_state_dict(upgrade_state(old, state))
+    sym = torch.round(torch.randn(1, 128, 6, 6) * 4) * anchor_mask(6, 6)
+    delta, offset = old.context.exact(old._int_context(sym.device), sym, torch.full(sym.shape, 20))
+    assert (delta == 0).all() and (offset == 0).all()

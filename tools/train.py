@@ -37,7 +37,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lvcodec import motion  # noqa: E402
 from lvcodec.codec import mv_lambda  # noqa: E402
 from lvcodec.frames import hflip_layout  # noqa: E402
-from lvcodec.models import LAMBDAS, NUM_QUALITIES, InterModel, IntraModel, mse_yuv, upgrade_state  # noqa: E402
+from lvcodec.models import (LAMBDAS, NUM_QUALITIES, InterModel, IntraModel, fitted_after_training,  # noqa: E402
+                            mse_yuv, upgrade_state)
 from lvcodec.train.data import read_pack  # noqa: E402
 from lvcodec.weights import load_state, save_state  # noqa: E402
 from lvcodec.zoo import HyperpriorV1  # noqa: E402
@@ -154,8 +155,9 @@ def main() -> None:
         for name, mod in (("intra", intra), ("inter", inter)):
             (path,) = sorted(glob.glob(os.path.join(args.init, f"{name}*.safetensors")))[:1]
             mod.load_state_dict(upgrade_state(mod, load_state(path, None)))
-    trained = (([] if args.inter_only else list(intra.named_parameters()))
-               + ([] if args.intra_only else list(inter.named_parameters())))
+    trained = [(n, p) for n, p in (([] if args.inter_only else list(intra.named_parameters()))
+                                   + ([] if args.intra_only else list(inter.named_parameters())))
+               if not fitted_after_training(n)]
     params = [p for n, p in trained if not n.endswith("quantiles")]
     aux_params = [p for n, p in trained if n.endswith("quantiles")]
     opt = torch.optim.Adam(params, lr=args.lr)

@@ -104,11 +104,13 @@ class EvalConfig:
 @dataclass(frozen=True)
 class PriorsConfig:
     """``[priors]``: before export, the fixed priors (ẑ, vector residuals) are fitted to the symbols the
-    encoder codes on whole pictures of training videos (:mod:`lvcodec.train.priors`)."""
+    encoder codes on whole pictures of training videos (:mod:`lvcodec.train.priors`), then the
+    checkerboard context of ŷ to its latents (:mod:`lvcodec.train.context`)."""
 
     videos: int = 30  # at most this many training videos; 0 skips the fit
     frames: int = 6  # first frames of each (one I-frame, then P-frames)
     steps: int = 3000  # optimizer steps of each ẑ / vector prior fit
+    context_steps: int = 20000  # then the checkerboard context of ŷ, fitted on the same videos; 0 skips it
 
 
 @dataclass(frozen=True)
@@ -254,7 +256,7 @@ _CHECKS: dict[type, dict[str, Callable]] = {
         "qualities": _qualities, "frames": _int(1, 4096), "crop": _int(0, 8192, 2), "videos": _int(0),
         "images": _int(0),
     },
-    PriorsConfig: {"videos": _int(0), "frames": _int(2, 4096), "steps": _int(1)},
+    PriorsConfig: {"videos": _int(0), "frames": _int(2, 4096), "steps": _int(1), "context_steps": _int(0)},
 }
 
 

@@ -39,6 +39,12 @@ def export_weights(cfg, intra, inter, out: str, steps: int, clips=None, say=prin
             f"({sum(len(p) for _, p in clips)} pictures x 8 qualities)")
         fit_priors(fresh[0], fresh[1], clips, cfg.priors.steps, say=lambda line: say(f"  {line}"))
         meta["priors"] = f"fitted on {len(clips)} training videos"
+        if cfg.priors.context_steps and all(hasattr(m, "context") for m in fresh):
+            from .context import fit_contexts
+
+            say(f"fitting the checkerboard contexts ({cfg.priors.context_steps} steps each)")
+            fit_contexts(fresh[0], fresh[1], list(clips), cfg.priors.context_steps, say=lambda line: say(f"  {line}"))
+            meta["context"] = f"fitted on {len(clips)} training videos"
     files = {}
     for name, copy in (("intra", fresh[0]), ("inter", fresh[1])):
         tmp = os.path.join(out, f".{name}.safetensors.tmp")

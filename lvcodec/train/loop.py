@@ -39,7 +39,7 @@ from .build import build_models, init_weights
 from .config import Config, StageConfig
 from .data import TrainingSet
 from ..zoo import HyperpriorV1
-from ..models import upgrade_state
+from ..models import fitted_after_training, upgrade_state
 from .distributed import Dist
 
 #: the motion field P-frames are trained with: the one the shipped encoder codes with
@@ -324,7 +324,7 @@ def _run(cfg, out, resume, overwrite, stop_after, d: Dist, progress, check_only,
 
         for name, m in (("intra", intra), ("inter", inter)):
             DDP._set_params_and_buffers_to_ignore_for_model(
-                m, [n for n, _ in m.named_parameters() if n.endswith("quantiles")])
+                m, [n for n, _ in m.named_parameters() if n.endswith("quantiles") or fitted_after_training(n)])
             fwd[name] = DDP(m, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     raw = {"intra": intra, "inter": inter}
 
@@ -366,8 +366,9 @@ def _run(cfg, out, resume, overwrite, stop_after, d: Dist, progress, check_only,
                 stage_i, stage_step, ck = stage_i + 1, 0, None
                 continue
             trained = [n for n in ("intra", "inter") if n in stage.train]
-            params = [p for n in trained for k, p in raw[n].named_parameters() if not k.endswith("quantiles")]
-            aux_params = [p for n in trained for k, p in raw[n].named_parameters() if k.endswith("quantiles")]
+            named = [(k, p) for n in trained for k, p in raw[n].named_parameters() if not fitted_after_training(k)]
+            params = [p for k, p in named if not k.endswith("quantiles")]
+            aux_params = [p for k, p in named if k.endswith("quantiles")]
             opt = torch.optim.Adam(params, lr=stage.lr)
             aux_opt = torch.optim.Adam(aux_params, lr=stage.aux_lr)
             if ck is not None and ck["stage"] == stage_i and ck["opt"] is not None:
