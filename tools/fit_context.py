@@ -12,7 +12,6 @@ never read. The work is done by :mod:`lvcodec.train.context`.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import time
@@ -20,11 +19,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from fit_priors import load, read_clips  # noqa: E402  (tools/ is the script's folder)
+from fit_priors import find_videos, load_pair, read_clips, write_pair  # noqa: E402  (tools/ is the script's folder)
 
-from lvcodec.models import NUM_QUALITIES, InterModel, IntraModel  # noqa: E402
+from lvcodec.models import NUM_QUALITIES  # noqa: E402
 from lvcodec.train import context  # noqa: E402
-from lvcodec.weights import save_state  # noqa: E402
 
 
 def main() -> None:
@@ -45,21 +43,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     say = lambda s: print(s, flush=True)  # noqa: E731
 
-    (ipath,) = sorted(glob.glob(os.path.join(args.weights, "intra*.safetensors")))[:1]
-    (ppath,) = sorted(glob.glob(os.path.join(args.weights, "inter*.safetensors")))[:1]
-    intra, inter = load(IntraModel(), ipath), load(InterModel(), ppath)
-    videos = sorted(p for p in glob.glob(os.path.join(args.videos, "**", "*"), recursive=True)
-                    if os.path.isfile(p) and p.lower().endswith((".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m")))
-    clips = list(read_clips(videos, args.frames, tuple(e for e in args.exclude.split(",") if e)))
+    intra, inter = load_pair(args.weights)
+    clips = list(read_clips(find_videos(args.videos), args.frames, tuple(e for e in args.exclude.split(",") if e)))
     qs = lambda s: [int(v) - 1 for v in s.split(",") if 1 <= int(v) <= NUM_QUALITIES]  # noqa: E731
     t0 = time.time()
     context.fit_contexts(intra, inter, clips, args.steps, qs(args.qualities), qs(args.inter_qualities),
                          args.intra_pictures, seed=args.seed, say=say)
     say(f"done in {time.time() - t0:.0f}s")
-    os.makedirs(args.out_dir, exist_ok=True)
-    for name, model in (("intra", intra), ("inter", inter)):
-        path = os.path.join(args.out_dir, f"{name}.safetensors")
-        say(f"wrote {path} sha256={save_state(model, path, {'context': 'fitted by tools/fit_context.py'})}")
+    write_pair(intra, inter, args.out_dir, {"context": "fitted by tools/fit_context.py"})
 
 
 if __name__ == "__main__":

@@ -43,6 +43,26 @@ def load(model, path: str):
     return model.eval()
 
 
+def load_pair(folder: str):
+    """The intra and inter models of the first ``intra*`` / ``inter*`` weights files in ``folder``."""
+    (ipath,) = sorted(glob.glob(os.path.join(folder, "intra*.safetensors")))[:1]
+    (ppath,) = sorted(glob.glob(os.path.join(folder, "inter*.safetensors")))[:1]
+    return load(IntraModel(), ipath), load(InterModel(), ppath)
+
+
+def find_videos(folder: str) -> list[str]:
+    return sorted(p for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
+                  if os.path.isfile(p) and p.lower().endswith((".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m")))
+
+
+def write_pair(intra, inter, out_dir: str, note: dict) -> None:
+    """Write ``intra.safetensors`` and ``inter.safetensors`` into ``out_dir`` and print their hashes."""
+    os.makedirs(out_dir, exist_ok=True)
+    for name, model in (("intra", intra), ("inter", inter)):
+        path = os.path.join(out_dir, f"{name}.safetensors")
+        print(f"wrote {path} sha256={save_state(model, path, note)}", flush=True)
+
+
 def read_clips(videos: list[str], frames: int, exclude: tuple[str, ...]):
     """(name, pictures) of the first ``frames`` frames of each video, halved above 640 pixels as the
     benchmark does; an unreadable file is skipped, not fatal."""
@@ -76,27 +96,20 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    (ipath,) = sorted(glob.glob(os.path.join(args.weights, "intra*.safetensors")))[:1]
-    (ppath,) = sorted(glob.glob(os.path.join(args.weights, "inter*.safetensors")))[:1]
-    intra, inter = load(IntraModel(), ipath), load(InterModel(), ppath)
+    intra, inter = load_pair(args.weights)
     if args.cache and os.path.exists(args.cache):
         with np.load(args.cache) as f:
             sym = {p: [[torch.from_numpy(f[k]) for k in sorted((k for k in f.files if k.startswith(f"{p}/{q}/")),
                                                                 key=lambda n: int(n.rsplit("/", 1)[1]))]
                         for q in range(NUM_QUALITIES)] for p in priors.COLLECTED}
     else:
-        videos = sorted(p for p in glob.glob(os.path.join(args.videos, "**", "*"), recursive=True)
-                        if os.path.isfile(p) and p.lower().endswith((".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m")))
-        clips = read_clips(videos, args.frames, tuple(e for e in args.exclude.split(",") if e))
+        clips = read_clips(find_videos(args.videos), args.frames, tuple(e for e in args.exclude.split(",") if e))
         sym = priors.collect(intra, inter, clips, say=lambda s: print(s, flush=True))
         if args.cache:
             np.savez_compressed(args.cache, **{f"{p}/{q}/{i}": t.numpy() for p in priors.COLLECTED
                                                for q, v in enumerate(sym[p]) for i, t in enumerate(v)})
     priors.fit_priors(intra, inter, None, args.steps, symbols=sym)
-    os.makedirs(args.out_dir, exist_ok=True)
-    for name, model in (("intra", intra), ("inter", inter)):
-        path = os.path.join(args.out_dir, f"{name}.safetensors")
-        print(f"wrote {path} sha256={save_state(model, path, {'priors': 'fitted by tools/fit_priors.py'})}")
+    write_pair(intra, inter, args.out_dir, {"priors": "fitted by tools/fit_priors.py"})
 
 
 if __name__ == "__main__":
