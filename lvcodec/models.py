@@ -437,11 +437,18 @@ class _GainedHyperprior(CompressionModel):
 
     def _rd_cost(self, y_g: torch.Tensor, q: int, distortion) -> torch.Tensor:
         """λ[q]·255²·distortion + bits per luma pixel of the gained latent ``y_g``, with straight-through
-        rounding of ẑ and ŷ and the discrete likelihoods the coder uses (differentiable in ``y_g``)."""
+        rounding of ẑ and ŷ and the discrete likelihoods the coder uses (differentiable in ``y_g``); the
+        non-anchor half of ŷ is rounded and priced with the parameters the (float) checkerboard context
+        refines from the anchors, as the coder codes it."""
         qt, gc = self._qt(y_g, q), self.gaussian_conditional
         z_hat = _round_ste(self.h_a(y_g) * self._g(self.zgain, qt), self.z_medians(qt))
         z_lik = _grouped_likelihoods(self.entropy_bottleneck, z_hat, qt, rounded=True)
         means, scales = self._params(z_hat * self._g(self.inv_zgain, qt), qt, calibrated=True)
+        anchors = anchor_mask(*y_g.shape[-2:], device=y_g.device)
+        first = (_round_ste(y_g, means) - means) * anchors  # the anchors' symbols
+        delta, offset = self.context(first, gc.build_indexes(scales))
+        means = torch.where(anchors, means, means + delta)
+        scales = torch.where(anchors, scales, scales * torch.exp(SCALE_STEP * offset))
         y_hat = _round_ste(y_g, means)
         y_lik = gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))
         bits = -(torch.log2(y_lik).sum() + torch.log2(z_lik).sum())

@@ -19,7 +19,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from fit_priors import find_videos, load_pair, read_clips, write_pair  # noqa: E402  (tools/ is the script's folder)
+from fit_priors import find_images, find_videos, load_pair, read_clips, write_pair  # noqa: E402  (tools/ is the script's folder)
 
 from lvcodec.models import NUM_QUALITIES  # noqa: E402
 from lvcodec.train import context  # noqa: E402
@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--out-dir", default=".out/ctx", help="where intra.safetensors and inter.safetensors go")
     ap.add_argument("--frames", type=int, default=6, help="first N frames of each video (P-frames: all but the first)")
     ap.add_argument("--intra-pictures", type=int, default=2, help="I-frame latents per video")
+    ap.add_argument("--images", default="", help="folder searched for photos, I-frame latents too (e.g. "
+                    "../shared/data/train/images)")
     ap.add_argument("--qualities", default="1,2,3,4,5,6,7,8", help="qualities (1..8) of the I-frame latents")
     ap.add_argument("--inter-qualities", default="2,5,8", help="qualities (1..8) at which P-frames are coded")
     ap.add_argument("--exclude", default="carphone_distorted", help="comma-separated name parts to skip")
@@ -45,10 +47,11 @@ def main() -> None:
 
     intra, inter = load_pair(args.weights)
     clips = list(read_clips(find_videos(args.videos), args.frames, tuple(e for e in args.exclude.split(",") if e)))
+    images = list(read_clips(find_images(args.images), 1, ())) if args.images else []
     qs = lambda s: [int(v) - 1 for v in s.split(",") if 1 <= int(v) <= NUM_QUALITIES]  # noqa: E731
     t0 = time.time()
     context.fit_contexts(intra, inter, clips, args.steps, qs(args.qualities), qs(args.inter_qualities),
-                         args.intra_pictures, seed=args.seed, say=say)
+                         args.intra_pictures, images, seed=args.seed, say=say)
     say(f"done in {time.time() - t0:.0f}s")
     write_pair(intra, inter, args.out_dir, {"context": "fitted by tools/fit_context.py"})
 

@@ -50,9 +50,17 @@ def load_pair(folder: str):
     return load(IntraModel(), ipath), load(InterModel(), ppath)
 
 
-def find_videos(folder: str) -> list[str]:
+def _find(folder: str, extensions: tuple[str, ...]) -> list[str]:
     return sorted(p for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
-                  if os.path.isfile(p) and p.lower().endswith((".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m")))
+                  if os.path.isfile(p) and p.lower().endswith(extensions))
+
+
+def find_videos(folder: str) -> list[str]:
+    return _find(folder, (".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m"))
+
+
+def find_images(folder: str) -> list[str]:
+    return _find(folder, (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"))
 
 
 def write_pair(intra, inter, out_dir: str, note: dict) -> None:

@@ -19,13 +19,13 @@ the calibrated scale indexes as input, so it is fitted last).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
 
 import torch
 
-from .. import motion
 from ..codec import mv_lambda
 from ..frames import quantize8, to_tensor
 from ..models import NUM_QUALITIES, SCALE_STEP, CheckerboardContext, _expand, anchor_mask
@@ -50,6 +50,23 @@ def residuals(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None
     return (y_g - means)[0].half(), idx[0].to(torch.uint8), sel
 
 
+@contextlib.contextmanager
+def _recording(model):
+    """Records (latent, region) of every ``model._put_latent`` call inside the block (an instance attribute
+    shadows the method meanwhile)."""
+    seen, put = [], model._put_latent
+
+    def recorded(w, y, q, region=None, bits=None):
+        seen.append((y.detach().clone(), None if region is None else region.clone()))
+        return put(w, y, q, region, bits)
+
+    model._put_latent = recorded
+    try:
+        yield seen
+    finally:
+        del model._put_latent
+
+
 @torch.no_grad()
 def collect(intra, inter, clips, qualities=range(NUM_QUALITIES), intra_pictures: int = 2,
             intra_offsets=HyperpriorV1.INTRA_OFFSETS, say=None) -> dict:
@@ -57,7 +74,8 @@ def collect(intra, inter, clips, qualities=range(NUM_QUALITIES), intra_pictures:
     ``{"intra": [...], "inter": [...]}``, each a list of (clip number, item). I-frames: ``intra_pictures``
     pictures of each clip spread over it; P-frames: every later picture of the clip coded by the encoder
     after an I-frame of the first (``intra_offsets`` levels up, as ``lvc encode`` does), each at the
-    quality collected (none when ``inter`` is None); skipped latents are not coded and not kept."""
+    quality collected (none when ``inter`` is None), keeping every latent the encoder codes on the way
+    (each block size it tries, masked or not: all are latents the coder may code)."""
     out = {"intra": [], "inter": []}
     for n, (name, pics) in enumerate(clips):
         t0 = time.time()
@@ -69,11 +87,9 @@ def collect(intra, inter, clips, qualities=range(NUM_QUALITIES), intra_pictures:
         for q in qualities if inter is not None else ():
             ref = quantize8(intra.compress(xs[0], min(q + intra_offsets[q], NUM_QUALITIES - 1))["x_hat"])
             for x in xs[1:]:
-                coded = inter.encode(x, ref, q, mv_lambda(q + 1), decide=DEFAULT_DECIDE)
-                if not coded["skip"]:
-                    pred = motion.compensate(ref, coded["mv"], field=coded["field"])
-                    y = inter.g_a(torch.cat((x - pred, pred), 1))
-                    out["inter"].append((n, residuals(inter, y, q, coded["region"])))
+                with _recording(inter) as coded_latents:
+                    coded = inter.encode(x, ref, q, mv_lambda(q + 1), decide=DEFAULT_DECIDE)
+                out["inter"] += [(n, residuals(inter, y, q, region)) for y, region in coded_latents]
                 ref = quantize8(coded["x_hat"])
         if say:
             say(f"{name}: {len(pics)} frames, {len(out['intra'])} I / {len(out['inter'])} P latents, "
@@ -151,12 +167,14 @@ def coded_bits(model, items: list) -> tuple[float, float]:
 
 
 def fit_contexts(intra, inter, clips, steps: int, qualities=range(NUM_QUALITIES), inter_qualities=(1, 4, 7),
-                 intra_pictures: int = 2, hold_out: int = 4, seed: int = 0, say=print) -> dict:
+                 intra_pictures: int = 2, images=(), hold_out: int = 4, seed: int = 0, say=print) -> dict:
     """Collect the latents of ``clips`` (a list; :func:`collect`: I-frames at ``qualities``, P-frames coded
-    at ``inter_qualities``, 0-based) and fit the context of both models in place, ``steps`` each, on every
-    clip but each ``hold_out``-th (0: on all). Returns {"intra"/"inter": (held-out bits with the hyperprior
-    alone, with the context)} (zeros without held-out latents)."""
+    at ``inter_qualities``, 0-based) and of ``images`` (``(name, [picture])``, I-frames at ``qualities``)
+    and fit the context of both models in place, ``steps`` each, on every clip and image but each
+    ``hold_out``-th (0: on all). Returns {"intra"/"inter": (held-out bits with the hyperprior alone, with
+    the context)} (zeros without held-out latents)."""
     data = collect(intra, None, clips, qualities, intra_pictures, say=say)
+    data["intra"] += collect(intra, None, images, qualities, 1)["intra"]
     data["inter"] = collect(intra, inter, clips, inter_qualities, 0, say=say)["inter"]
     out = {}
     for name, model in (("intra", intra), ("inter", inter)):
