@@ -9,8 +9,8 @@ from .registry import CodecModel, register_model
 
 #: Shipped weights of lvc-hyperprior-v1: file name and SHA-256 (checked at load).
 WEIGHTS = {
-    "intra": ("intra-5e523ad7.safetensors", "5e523ad7fbb4219ba110a514292591c3ea730ee58f872f1ee2ed068c647b52c4"),
-    "inter": ("inter-35616ed8.safetensors", "35616ed85f00dc0f0620116e330c5667924d73d5c640c4c350a3dc00c1891dce"),
+    "intra": ("intra-29530fba.safetensors", "29530fbac770e8d08672a49f2103b3aac78035722c5f3d955944351c9d26747c"),
+    "inter": ("inter-6a5eafd5.safetensors", "6a5eafd58f3cccf3a46ab94954f438fa47e8b771ba1fd16616fb92d1d65b625d"),
 }
 
 
