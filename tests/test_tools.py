@@ -38,3 +38,27 @@ def test_residual_probe_layer_trades_rate_for_quality(clip_path):
     coarse, fine = run(32), run(4)
     assert fine[0] > coarse[0] and fine[1] > coarse[1] + 3, (coarse, fine)
     assert fine[2] == coarse[2]
+
+
+def test_fit_context_writes_weights_whose_context_is_fitted(clip_path, tmp_path):
+    """tools/fit_context.py on a folder of videos: both models' contexts move from the weights' own (the
+    rest of the weights is left as it was), and the held-out line names the non-anchor bits."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from lvcodec.weights import WEIGHTS_DIR
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(4):  # the 4th is held out
+        shutil.copy(clip_path, videos / f"clip{i}.y4m")
+    out = _tool("fit_context.py", "--videos", videos, "--out-dir", tmp_path / "ctx", "--frames", 2, "--steps", 20,
+                "--qualities", 4, "--inter-qualities", 4, "--threads", 1)
+    assert re.search(r"intra: held-out bits of the non-anchor half \d+ -> \d+", out), out
+    for name in ("intra", "inter"):
+        (shipped,) = [p for p in WEIGHTS_DIR.glob(f"{name}-*.safetensors")]
+        a, b = load_file(shipped), load_file(tmp_path / "ctx" / f"{name}.safetensors")
+        assert not torch.equal(a["context.net.0.weight"], b["context.net.0.weight"])
+        assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("context."))

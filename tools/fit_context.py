@@ -11,7 +11,6 @@ never read. The work is done by :mod:`lvcodec.train.context`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -19,17 +18,14 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from fit_priors import find_images, find_videos, load_pair, read_clips, write_pair  # noqa: E402  (tools/ is the script's folder)
+from fit_priors import find_images, find_videos, load_pair, parser, read_clips, write_pair  # noqa: E402  (tools/)
 
 from lvcodec.models import NUM_QUALITIES  # noqa: E402
 from lvcodec.train import context  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", default="../shared/data/train/video", help="folder searched for videos")
-    ap.add_argument("--weights", default="lvcodec/weights", help="folder with intra*/inter*.safetensors")
-    ap.add_argument("--out-dir", default=".out/ctx", help="where intra.safetensors and inter.safetensors go")
+    ap = parser(__doc__, ".out/ctx")
     ap.add_argument("--frames", type=int, default=6, help="first N frames of each video (P-frames: all but the first)")
     ap.add_argument("--intra-pictures", type=int, default=2, help="I-frame latents per video")
     ap.add_argument("--images", default="", help="folder searched for photos, I-frame latents too (e.g. "

@@ -88,11 +88,17 @@ def read_clips(videos: list[str], frames: int, exclude: tuple[str, ...]):
         yield os.path.relpath(path), pics
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(doc: str, out_dir: str) -> argparse.ArgumentParser:
+    """The arguments the fitting tools share: where the videos, the weights and the output are."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", default="../shared/data/train/video", help="folder searched for videos")
     ap.add_argument("--weights", default="lvcodec/weights", help="folder with intra*/inter*.safetensors")
-    ap.add_argument("--out-dir", default=".out/fit", help="where intra.safetensors and inter.safetensors go")
+    ap.add_argument("--out-dir", default=out_dir, help="where intra.safetensors and inter.safetensors go")
+    return ap
+
+
+def main() -> None:
+    ap = parser(__doc__, ".out/fit")
     ap.add_argument("--frames", type=int, default=6, help="first N frames of each video")
     ap.add_argument("--exclude", default="carphone_distorted", help="comma-separated name parts to skip")
     ap.add_argument("--steps", type=int, default=3000)
