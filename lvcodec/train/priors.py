@@ -56,6 +56,7 @@ def z_symbols(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None
     return (sym.flatten(1) if region is None else sym[:, region]).to(torch.int32)
 
 
+@torch.no_grad()
 def y_costs(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None) -> torch.Tensor:
     """Bits of each channel of ŷ that :meth:`_put_latent` codes for the latent ``y`` at quality index ``q``
     (with ``region``, only under the samples it sets), were its scales those of ``h_s`` times each of
