@@ -341,28 +341,28 @@ class _GainedHyperprior(CompressionModel):
         y_hat = y_g_hat * self._g(self.inv_gain, q)
         return y_hat, {"y": y_lik, "z": z_lik}
 
-    def _int_h_s(self, q: int, device: torch.device) -> IntegerNetwork:
-        """The exact fixed-point ``h_s`` for quality index ``q`` (its first layer folds the medians of ẑ and
-        ``inv_zgain[q]``), built on first use and rebuilt whenever a tensor it derives from changes
-        (``load_state_dict``, ``update``, an optimizer step or ``.to()`` all change data or version)."""
-        src = [*self.h_s.parameters(), self.entropy_bottleneck.quantiles, self.inv_zgain]
-        key = (q, str(device), tuple((t.data_ptr(), _version_of(t)) for t in src))
-        cache = self.__dict__.setdefault("_int_h_s_cache", {})
+    def _integer(self, name: str, q: int | None, device: torch.device, src: list[torch.Tensor], build) -> IntegerNetwork:
+        """The exact fixed-point network ``name`` (for quality index ``q``, or None), ``build()`` on first use
+        and rebuilt whenever a tensor of ``src`` it derives from changes (``load_state_dict``, ``update``, an
+        optimizer step or ``.to()`` all change data or version)."""
+        key = (name, q, str(device), tuple((t.data_ptr(), _version_of(t)) for t in src))
+        cache = self.__dict__.setdefault("_integer_cache", {})
         if key not in cache:
-            for k in [k for k in cache if k[2] != key[2]]:
+            for k in [k for k in cache if k[0] == name and k[3] != key[3]]:
                 del cache[k]  # built from stale weights
-            cache[key] = IntegerNetwork(self.h_s, self.z_medians(q), self.inv_zgain[q]).to(device)
+            cache[key] = build().to(device)
         return cache[key]
 
+    def _int_h_s(self, q: int, device: torch.device) -> IntegerNetwork:
+        """The exact fixed-point ``h_s`` for quality index ``q`` (its first layer folds the medians of ẑ and
+        ``inv_zgain[q]``)."""
+        src = [*self.h_s.parameters(), self.entropy_bottleneck.quantiles, self.inv_zgain]
+        return self._integer("h_s", q, device, src,
+                             lambda: IntegerNetwork(self.h_s, self.z_medians(q), self.inv_zgain[q]))
+
     def _int_context(self, device: torch.device) -> IntegerNetwork:
-        """The exact fixed-point context net, cached like :meth:`_int_h_s`."""
-        src = list(self.context.parameters())
-        key = (str(device), tuple((t.data_ptr(), _version_of(t)) for t in src))
-        cache = self.__dict__.setdefault("_int_context_cache", {})
-        if key not in cache:
-            cache.clear()
-            cache[key] = self.context.integer().to(device)
-        return cache[key]
+        """The exact fixed-point checkerboard context net."""
+        return self._integer("context", None, device, list(self.context.parameters()), self.context.integer)
 
     def _params_exact(self, z_g_hat: torch.Tensor, q: int):
         """Entropy parameters of y' from the decoded ẑ' (= symbols + medians), bit-identical everywhere:
@@ -485,8 +485,7 @@ class _GainedHyperprior(CompressionModel):
         return torch.full((x.shape[0],), q, dtype=torch.long, device=x.device)
 
     def update(self, scale_table_=None, force: bool = False, update_quantiles: bool = False) -> bool:
-        self.__dict__.pop("_int_h_s_cache", None)
-        self.__dict__.pop("_int_context_cache", None)
+        self.__dict__.pop("_integer_cache", None)
         return super().update(scale_table=scale_table() if scale_table_ is None else scale_table_,
                               force=force, update_quantiles=update_quantiles)
 

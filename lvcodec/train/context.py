@@ -30,7 +30,7 @@ from ..codec import mv_lambda
 from ..frames import quantize8, to_tensor
 from ..models import NUM_QUALITIES, SCALE_STEP, CheckerboardContext, _expand, anchor_mask
 from ..zoo import HyperpriorV1
-from .priors import DEFAULT_DECIDE, _z_grid
+from .priors import DEFAULT_DECIDE, y_params
 
 CROP = 24  # crop size (samples of ŷ) in training: even, so a crop keeps the checkerboard's phase
 
@@ -40,10 +40,7 @@ def residuals(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None
     """What the coder sees of the latent ``y`` (batch of 1) at quality index ``q``: ``y' - mean`` (M, H, W)
     float16, the calibrated scale indexes (M, H, W) uint8 and the coded samples (H, W) bool (all, or those
     under ``region``)."""
-    z_sym = _z_grid(model, y, q)
-    if region is not None:
-        z_sym = z_sym * region
-    means, scales = model._params_exact(z_sym + model.z_medians(q).view(1, -1, 1, 1), q)
+    means, scales = y_params(model, y, q, region)
     y_g = y * model._g(model.gain, torch.tensor([q]))
     idx = model.gaussian_conditional.build_indexes(scales)
     sel = torch.ones(y.shape[-2:], dtype=torch.bool) if region is None else _expand(region, 4)
@@ -177,8 +174,8 @@ def fit_contexts(intra, inter, clips, steps: int, qualities=range(NUM_QUALITIES)
     data["intra"] += collect(intra, None, images, qualities, 1)["intra"]
     data["inter"] = collect(intra, inter, clips, inter_qualities, 0, say=say)["inter"]
     out = {}
+    held = lambda n: hold_out and n % hold_out == hold_out - 1  # noqa: E731
     for name, model in (("intra", intra), ("inter", inter)):
-        held = lambda n: hold_out and n % hold_out == hold_out - 1  # noqa: E731
         train = [it for n, it in data[name] if not held(n)]
         test = [it for n, it in data[name] if held(n)]
         say(f"{name}: {len(train)} latents to fit on, {len(test)} held out")

@@ -56,6 +56,15 @@ def z_symbols(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None
     return (sym.flatten(1) if region is None else sym[:, region]).to(torch.int32)
 
 
+def y_params(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None):
+    """The exact means and (calibrated) scales of ŷ' that :meth:`_put_latent` codes the latent ``y`` with at
+    quality index ``q`` (with ``region``, ẑ is 0 outside it), before the checkerboard context."""
+    z_sym = _z_grid(model, y, q)
+    if region is not None:
+        z_sym = z_sym * region
+    return model._params_exact(z_sym + model.z_medians(q).view(1, -1, 1, 1), q)
+
+
 @torch.no_grad()
 def y_costs(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None) -> torch.Tensor:
     """Bits of each channel of ŷ that :meth:`_put_latent` codes for the latent ``y`` at quality index ``q``
@@ -63,10 +72,7 @@ def y_costs(model, y: torch.Tensor, q: int, region: torch.Tensor | None = None) 
     :data:`SCALE_FACTORS` instead of times ``scale_calib``: (M, len(SCALE_FACTORS)). As the coder prices
     them: each scale is replaced by the entry of the scale table its index picks."""
     qt = torch.tensor([q])
-    z_sym = _z_grid(model, y, q)
-    if region is not None:
-        z_sym = z_sym * region
-    means, scales = model._params_exact(z_sym + model.z_medians(q).view(1, -1, 1, 1), q)
+    means, scales = y_params(model, y, q, region)
     scales = scales / model._g(model.scale_calib, qt)
     sym = torch.round(y * model._g(model.gain, qt) - means)[0]
     scales = scales[0]
